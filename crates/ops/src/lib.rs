@@ -1,0 +1,230 @@
+//! The operations layer: every tool of the contract (`../shared/spec/tools.md`, copied
+//! into docs/tools.md) is implemented here once — its parameters, defaults, validation,
+//! errors and result shape. Front ends (REST, MCP, CLI) only convert transport to
+//! [`Ops::call`] and back; they never reach the manager, the store or a provider.
+
+pub mod args;
+pub mod error;
+pub mod sandboxes;
+
+use quantbox_sandbox::Manager;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+pub use error::{ErrorCode, OpError};
+
+/// Bounds of resource parameters on this host.
+#[derive(Clone, Debug)]
+pub struct HostLimits {
+    pub host_memory_mb: u64,
+    pub host_cpus: f64,
+}
+
+/// The operations, over one manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Ops {
+    manager: Manager,
+    limits: HostLimits,
+}
+
+/// A tool as front ends advertise it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolDef {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub input_schema: Value,
+    pub output_schema: Value,
+}
+
+/// The fourteen tool names of the contract, in its order.
+pub const CONTRACT_TOOLS: [&str; 14] = [
+    "create_e2b_sandbox",
+    "execute_e2b_process",
+    "list_e2b_sandboxes",
+    "terminate_e2b_sandbox",
+    "get_e2b_sandbox_status",
+    "deploy_e2b_template",
+    "scale_e2b_deployment",
+    "monitor_e2b_health",
+    "export_e2b_template",
+    "run_e2b_agent",
+    "get_system_metrics",
+    "monitor_strategy_health",
+    "get_execution_analytics",
+    "performance_report",
+];
+
+fn schema<T: JsonSchema>() -> Value {
+    let mut v = serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialise");
+    if let Some(o) = v.as_object_mut() {
+        // Clients validate against the schema itself; the meta-schema URI and the Rust
+        // type name add nothing for them.
+        o.remove("$schema");
+        o.remove("title");
+    }
+    v
+}
+
+/// Every tool this build implements.
+pub fn tools() -> Vec<ToolDef> {
+    use sandboxes::*;
+    vec![
+        ToolDef {
+            name: "create_e2b_sandbox",
+            title: "Create a sandbox",
+            description: "Creates and starts an isolated sandbox (Linux namespaces, cgroup limits, overlay root, seccomp) and returns its id. Memory and CPU are hard limits; the sandbox is terminated when its `timeout` (lifetime, seconds) runs out.",
+            input_schema: schema::<CreateInput>(),
+            output_schema: schema::<CreateOutput>(),
+        },
+        ToolDef {
+            name: "execute_e2b_process",
+            title: "Run a process in a sandbox",
+            description: "Runs a process inside a running sandbox as the unprivileged sandbox user and waits for it. With `args` empty, `command` runs through `/bin/sh -c`; with `args`, it is executed directly. Returns exit code, signal, stdout and stderr (each capped at 1 MiB), and whether it timed out or was killed by the memory limit.",
+            input_schema: schema::<ExecInput>(),
+            output_schema: schema::<ExecOutput>(),
+        },
+        ToolDef {
+            name: "list_e2b_sandboxes",
+            title: "List sandboxes",
+            description: "Lists sandboxes, newest first, optionally only running, paused or stopped ones, or those of a deployment or with given metadata.",
+            input_schema: schema::<ListInput>(),
+            output_schema: schema::<ListOutput>(),
+        },
+        ToolDef {
+            name: "terminate_e2b_sandbox",
+            title: "Terminate a sandbox",
+            description: "Ends a sandbox: SIGTERM to every process, a grace period, then SIGKILL (`force: true` kills at once). Afterwards nothing of it is left on the host. Terminating a stopped sandbox succeeds and says so.",
+            input_schema: schema::<TerminateInput>(),
+            output_schema: schema::<TerminateOutput>(),
+        },
+        ToolDef {
+            name: "get_e2b_sandbox_status",
+            title: "Sandbox status",
+            description: "Status of one sandbox: uptime, expiry, measured CPU, memory, disk and processes, OOM kills, health with reasons, and the last lines of its processes' output and lifecycle events.",
+            input_schema: schema::<StatusInput>(),
+            output_schema: schema::<StatusOutput>(),
+        },
+    ]
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
+    serde_json::to_value(v).map_err(|e| OpError::internal(format!("encoding the result: {e}")))
+}
+
+impl Ops {
+    pub fn new(manager: Manager, limits: HostLimits) -> Self {
+        Self { manager, limits }
+    }
+
+    pub fn manager(&self) -> &Manager {
+        &self.manager
+    }
+
+    /// Templates of the default provider.
+    pub fn templates(&self) -> Vec<String> {
+        self.manager
+            .provider(&self.manager.config().default_provider)
+            .map(|p| p.templates())
+            .unwrap_or_default()
+    }
+
+    /// Runs tool `name` with JSON `args`; the result is the tool's JSON object.
+    pub async fn call(&self, name: &str, args: Value) -> Result<Value, OpError> {
+        match name {
+            "create_e2b_sandbox" => to_value(self.create_e2b_sandbox(args::parse(args)?).await?),
+            "execute_e2b_process" => to_value(self.execute_e2b_process(args::parse(args)?).await?),
+            "list_e2b_sandboxes" => to_value(self.list_e2b_sandboxes(args::parse(args)?).await?),
+            "terminate_e2b_sandbox" => {
+                to_value(self.terminate_e2b_sandbox(args::parse(args)?).await?)
+            }
+            "get_e2b_sandbox_status" => {
+                to_value(self.get_e2b_sandbox_status(args::parse(args)?).await?)
+            }
+            other if CONTRACT_TOOLS.contains(&other) => Err(OpError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "tool `{other}` is part of the contract but not available in this version of quantbox"
+                ),
+            )),
+            other => Err(OpError::not_found(format!(
+                "no tool named `{other}`; the tools are: {}",
+                tools()
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_are_the_contracts_and_schemas_are_objects() {
+        for t in tools() {
+            assert!(
+                CONTRACT_TOOLS.contains(&t.name),
+                "{} is not a contract name",
+                t.name
+            );
+            assert_eq!(t.input_schema["type"], "object", "{}", t.name);
+            assert_eq!(t.output_schema["type"], "object", "{}", t.name);
+            assert!(t.input_schema.get("$schema").is_none());
+        }
+    }
+
+    #[test]
+    fn schemas_carry_defaults_and_descriptions() {
+        let t = tools();
+        let create = &t
+            .iter()
+            .find(|t| t.name == "create_e2b_sandbox")
+            .unwrap()
+            .input_schema;
+        let p = &create["properties"];
+        assert_eq!(p["template"]["default"], "base");
+        assert_eq!(p["timeout"]["default"], 300);
+        assert_eq!(p["memory_mb"]["default"], 512);
+        assert_eq!(p["cpu_count"]["default"], 1.0);
+        assert_eq!(create["required"], serde_json::json!(["name"]));
+        assert!(
+            p["name"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("[A-Za-z0-9._-]")
+        );
+        let exec = &t
+            .iter()
+            .find(|t| t.name == "execute_e2b_process")
+            .unwrap()
+            .input_schema;
+        assert_eq!(exec["properties"]["timeout"]["default"], 60);
+        assert_eq!(exec["properties"]["capture_output"]["default"], true);
+        assert_eq!(exec["properties"]["args"]["default"], serde_json::json!([]));
+        assert_eq!(exec["properties"]["args"]["type"], "array");
+        let list = &t
+            .iter()
+            .find(|t| t.name == "list_e2b_sandboxes")
+            .unwrap()
+            .input_schema;
+        assert_eq!(list["properties"]["status_filter"]["default"], "all");
+        let term = &t
+            .iter()
+            .find(|t| t.name == "terminate_e2b_sandbox")
+            .unwrap()
+            .input_schema;
+        assert_eq!(term["properties"]["force"]["default"], false);
+        assert_eq!(term["properties"]["force"]["type"], "boolean");
+        let st = &t
+            .iter()
+            .find(|t| t.name == "get_e2b_sandbox_status")
+            .unwrap()
+            .input_schema;
+        assert_eq!(st["properties"]["log_lines"]["default"], 100);
+    }
+}

@@ -1,0 +1,114 @@
+//! Wiring: opens the data directory (locked, so two servers never manage the same
+//! sandboxes), the store, the providers, the manager and the operations.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use quantbox_ops::{HostLimits, Ops};
+use quantbox_sandbox::{Manager, ManagerConfig, Provider};
+use quantbox_sandbox_local::{LocalConfig, LocalProvider};
+use quantbox_store::SqliteStore;
+
+/// Settings shared by `serve`, `mcp` and `bench`.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub max_sandboxes: usize,
+    pub pids_max: u64,
+    pub terminate_grace: Duration,
+    /// Overrides the binary re-executed as a sandbox's init (tests).
+    pub init_exe: Option<PathBuf>,
+    pub cgroup_parent: String,
+}
+
+/// The default data directory: /var/lib/quantbox for root, else the XDG data home.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/quantbox");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("quantbox");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/quantbox")
+}
+
+pub struct App {
+    pub ops: Ops,
+    pub local: Arc<LocalProvider>,
+    pub data_dir: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
+    let path = dir.join("quantbox.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            use std::io::{Seek, Write};
+            lock.set_len(0)?;
+            lock.seek(std::io::SeekFrom::Start(0))?;
+            writeln!(lock, "{}", std::process::id())?;
+            Ok(lock)
+        }
+        Err((_, _)) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "the data directory {} is in use by another quantbox (pid {}); stop it or choose another --data-dir",
+                dir.display(),
+                pid.trim()
+            )
+        }
+    }
+}
+
+impl App {
+    pub async fn open(cfg: &EngineConfig) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+        let lock = lock_data_dir(&cfg.data_dir)?;
+        let store =
+            SqliteStore::open(&cfg.data_dir.join("quantbox.db")).context("opening the database")?;
+        let mut local_cfg = LocalConfig::new(cfg.data_dir.join("local"));
+        if let Some(exe) = &cfg.init_exe {
+            local_cfg.init_exe = exe.clone();
+        }
+        local_cfg.cgroup_parent = cfg.cgroup_parent.clone();
+        let local =
+            Arc::new(LocalProvider::new(local_cfg).context("starting the local sandbox provider")?);
+        let info = local.info();
+        tracing::info!(status = info.status, "local provider: {}", info.detail);
+        let limits = HostLimits {
+            host_memory_mb: local.host_memory_bytes() / (1024 * 1024),
+            host_cpus: local.host_cpus(),
+        };
+        let manager = Manager::start(
+            ManagerConfig {
+                default_provider: "local".into(),
+                max_sandboxes: cfg.max_sandboxes,
+                default_pids_max: cfg.pids_max,
+                terminate_grace: cfg.terminate_grace,
+                ..ManagerConfig::default()
+            },
+            vec![local.clone() as Arc<dyn Provider>],
+            Arc::new(store),
+        )
+        .await
+        .context("starting the sandbox manager")?;
+        Ok(Self {
+            ops: Ops::new(manager, limits),
+            local,
+            data_dir: cfg.data_dir.clone(),
+            _lock: lock,
+        })
+    }
+}

@@ -1,0 +1,372 @@
+//! `quantbox bench`: measures what the sandbox engine costs on this machine, through
+//! the operations layer (the same calls MCP, REST and the CLI make, minus transport):
+//! create + run `true`, run a command in a running sandbox, terminate, and the host
+//! memory of idle sandboxes. Where bubblewrap is installed, it is timed in the same run
+//! for comparison.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::app::{App, EngineConfig};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Iterations of each latency measurement.
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Sandboxes kept idle at once for the memory measurement.
+    #[arg(long, default_value_t = 200)]
+    idle: usize,
+    /// Data directory to use [default: a fresh temporary directory, removed afterwards].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Stats {
+    samples: Vec<f64>,
+}
+
+impl Stats {
+    fn new(mut samples: Vec<f64>) -> Self {
+        samples.sort_by(|a, b| a.total_cmp(b));
+        Self { samples }
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.samples.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((self.samples.len() - 1) as f64 * p).round() as usize;
+        self.samples[idx]
+    }
+    fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
+    }
+    fn json(&self) -> Value {
+        json!({"n": self.samples.len(), "p50_ms": r3(self.pct(0.5)), "p95_ms": r3(self.pct(0.95)), "mean_ms": r3(self.mean()), "min_ms": r3(self.pct(0.0))})
+    }
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn call(app: &App, tool: &str, args: Value) -> Result<Value> {
+    app.ops
+        .call(tool, args)
+        .await
+        .map_err(|e| anyhow::anyhow!("{tool}: {}", e.message))
+}
+
+async fn create(app: &App, name: &str) -> Result<String> {
+    let out = call(
+        app,
+        "create_e2b_sandbox",
+        json!({"name": name, "memory_mb": 128, "timeout": 3600}),
+    )
+    .await?;
+    Ok(out["sandbox_id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// `true` executed directly (one ignored argument makes the contract skip the shell).
+fn run_true(id: &str) -> Value {
+    json!({"sandbox_id": id, "command": "true", "args": ["bench"]})
+}
+
+fn meminfo(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Memory the host cannot give to others: MemTotal - MemAvailable, KiB.
+fn host_used_kib() -> u64 {
+    meminfo("MemTotal:").saturating_sub(meminfo("MemAvailable:"))
+}
+
+fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub async fn run(a: BenchArgs) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the benchmark starts sandboxes with all limits, which needs root");
+    }
+    let temp;
+    let data_dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = std::env::temp_dir().join(format!("quantbox-bench-{}", std::process::id()));
+            temp.clone()
+        }
+    };
+    let cfg = EngineConfig {
+        data_dir: data_dir.clone(),
+        max_sandboxes: a.idle.max(a.iterations) + 16,
+        pids_max: 512,
+        terminate_grace: Duration::from_secs(5),
+        init_exe: None,
+        cgroup_parent: format!("quantbox-bench-{}", std::process::id()),
+    };
+    let app = App::open(&cfg).await.context("starting the engine")?;
+    let n = a.iterations.max(1);
+    let progress = |what: &str| {
+        if !a.json {
+            eprintln!("· {what}");
+        }
+    };
+
+    progress("warming up");
+    for i in 0..5 {
+        let id = create(&app, &format!("warm{i}")).await?;
+        call(&app, "execute_e2b_process", run_true(&id)).await?;
+        call(&app, "terminate_e2b_sandbox", json!({"sandbox_id": id})).await?;
+    }
+
+    progress(&format!("create + run `true`, {n} times"));
+    let mut create_true = Vec::new();
+    let mut create_only = Vec::new();
+    let mut steps: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let t0 = Instant::now();
+        let id = create(&app, &format!("b{i}")).await?;
+        let t1 = Instant::now();
+        let out = call(&app, "execute_e2b_process", run_true(&id)).await?;
+        let t2 = Instant::now();
+        if out["exit_code"] != json!(0) {
+            bail!("`true` failed in sandbox {id}: {out}");
+        }
+        create_only.push(ms(t1 - t0));
+        create_true.push(ms(t2 - t0));
+        if let Some(s) = quantbox_sandbox::SandboxId::parse(&id)
+            .ok()
+            .and_then(|sid| app.local.setup_steps(&sid))
+        {
+            for (k, us) in s {
+                steps.entry(k).or_default().push(us as f64 / 1000.0);
+            }
+        }
+        ids.push(id);
+    }
+
+    progress(&format!(
+        "run `true` in a running sandbox, {n} times (direct exec and through /bin/sh)"
+    ));
+    let mut exec_direct = Vec::new();
+    let mut exec_shell = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        call(&app, "execute_e2b_process", run_true(&ids[0])).await?;
+        exec_direct.push(ms(t.elapsed()));
+        let t = Instant::now();
+        call(
+            &app,
+            "execute_e2b_process",
+            json!({"sandbox_id": ids[0], "command": "true"}),
+        )
+        .await?;
+        exec_shell.push(ms(t.elapsed()));
+    }
+
+    progress(&format!("terminate, {n} times"));
+    let mut term = Vec::new();
+    for id in &ids {
+        let t = Instant::now();
+        call(&app, "terminate_e2b_sandbox", json!({"sandbox_id": id})).await?;
+        term.push(ms(t.elapsed()));
+    }
+
+    progress(&format!("{} idle sandboxes at once", a.idle));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = host_used_kib();
+    let mut idle_ids = Vec::new();
+    for i in 0..a.idle {
+        idle_ids.push(create(&app, &format!("idle{i}")).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = host_used_kib();
+    let mut pss = 0u64;
+    let mut cg_mem = 0u64;
+    for id in &idle_ids {
+        let sid = quantbox_sandbox::SandboxId::parse(id)?;
+        if let Some(pid) = app.local.init_pid(&sid) {
+            pss += pss_kib(pid);
+        }
+        let st = call(
+            &app,
+            "get_e2b_sandbox_status",
+            json!({"sandbox_id": id, "log_lines": 0}),
+        )
+        .await?;
+        cg_mem += (st["resource_usage"]["memory_mb"].as_f64().unwrap_or(0.0) * 1024.0) as u64;
+    }
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for id in idle_ids.clone() {
+        let ops = app.ops.clone();
+        set.spawn(async move {
+            ops.call(
+                "terminate_e2b_sandbox",
+                json!({"sandbox_id": id, "force": true}),
+            )
+            .await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r?.map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    let teardown_all = t.elapsed();
+    let per_kib = (after.saturating_sub(before)) as f64 / a.idle.max(1) as f64;
+
+    let bwrap = bwrap_bench(n);
+
+    let create_true = Stats::new(create_true);
+    let create_only = Stats::new(create_only);
+    let exec_direct = Stats::new(exec_direct);
+    let exec_shell = Stats::new(exec_shell);
+    let term = Stats::new(term);
+    let step_means: Vec<Value> = steps
+        .iter()
+        .map(|(k, v)| json!({"step": k, "mean_ms": r3(Stats::new(v.clone()).mean())}))
+        .collect();
+    let report = json!({
+        "machine": {"cpus": app.local.host_cpus(), "memory_mb": app.local.host_memory_bytes() / (1 << 20), "kernel": kernel()},
+        "create_and_run_true": create_true.json(),
+        "create_only": create_only.json(),
+        "init_setup_steps": step_means,
+        "exec_true_direct": exec_direct.json(),
+        "exec_true_via_sh": exec_shell.json(),
+        "terminate": term.json(),
+        "idle": {
+            "sandboxes": a.idle,
+            "host_memory_per_sandbox_mib": r3(per_kib / 1024.0),
+            "init_pss_per_sandbox_mib": r3(pss as f64 / a.idle.max(1) as f64 / 1024.0),
+            "cgroup_memory_per_sandbox_mib": r3(cg_mem as f64 / a.idle.max(1) as f64 / 1024.0),
+            "terminate_all_concurrently_ms": r3(ms(teardown_all)),
+        },
+        "bwrap_true": bwrap.as_ref().map_or(json!({"available": false, "reason": "bwrap is not installed (Debian package bubblewrap)"}), |s| s.json()),
+    });
+    drop(app);
+    if a.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let row = |name: &str, s: &Stats, target: &str| {
+        println!(
+            "{name:<34} {:>9.2} {:>9.2} {:>9.2}   {target}",
+            s.pct(0.5),
+            s.pct(0.95),
+            s.mean()
+        );
+    };
+    println!(
+        "\n{:<34} {:>9} {:>9} {:>9}   target",
+        "latency (ms)", "p50", "p95", "mean"
+    );
+    row("create + run `true`", &create_true, "p50 <= 15");
+    row("  create only", &create_only, "");
+    row("run `true` in a running sandbox", &exec_direct, "p50 <= 3");
+    row("  through /bin/sh -c", &exec_shell, "");
+    row("terminate (graceful, idle)", &term, "<= 10");
+    if let Some(b) = &bwrap {
+        row("bwrap true (same namespaces)", b, "reference");
+    } else {
+        println!("bwrap: not installed (apt-get install bubblewrap) — no reference timing");
+    }
+    println!("\ninit setup steps (mean ms):");
+    for (k, v) in &steps {
+        println!("  {k:<10} {:.3}", Stats::new(v.clone()).mean());
+    }
+    println!(
+        "\n{} idle sandboxes: {:.2} MiB of host memory each (MemTotal-MemAvailable delta; target <= 2), init PSS {:.2} MiB, cgroup-charged {:.2} MiB; all terminated concurrently in {:.0} ms",
+        a.idle,
+        per_kib / 1024.0,
+        pss as f64 / a.idle.max(1) as f64 / 1024.0,
+        cg_mem as f64 / a.idle.max(1) as f64 / 1024.0,
+        ms(teardown_all)
+    );
+    Ok(())
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// bubblewrap starting `true` with the same namespaces and a comparable root.
+fn bwrap_bench(n: usize) -> Option<Stats> {
+    let bwrap = ["/usr/bin/bwrap", "/bin/bwrap"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let args = [
+        "--unshare-all",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "true",
+    ];
+    let mut v = Vec::new();
+    for i in 0..n + 5 {
+        let t = Instant::now();
+        let ok = std::process::Command::new(bwrap)
+            .args(args)
+            .status()
+            .ok()?
+            .success();
+        if !ok {
+            return None;
+        }
+        if i >= 5 {
+            v.push(ms(t.elapsed()));
+        }
+    }
+    Some(Stats::new(v))
+}

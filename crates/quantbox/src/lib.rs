@@ -1,0 +1,10 @@
+//! The quantbox application: wiring of the engine ([`app`]), the front ends ([`rest`],
+//! [`mcp`], the CLI in [`cli`]), `serve`/`mcp` ([`serve`]) and `quantbox bench`
+//! ([`bench`]). `main.rs` only dispatches to [`cli::main`] (or to a sandbox's init).
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod mcp;
+pub mod rest;
+pub mod serve;

@@ -1,0 +1,241 @@
+//! Shared test harness: an in-process engine on a private data directory and cgroup
+//! parent, helpers to run commands in sandboxes, and checks that nothing of a sandbox is
+//! left on the host.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use quantbox::app::{App, EngineConfig};
+use quantbox_ops::OpError;
+use serde_json::{Value, json};
+
+/// True when the test may run (root). Without root it prints why it skips and returns
+/// false — unless QUANTBOX_REQUIRE_ALL_TESTS=1 (CI), where skipping is a failure.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("QUANTBOX_REQUIRE_ALL_TESTS").as_deref() == Ok("1") {
+        panic!("{test} needs root, and QUANTBOX_REQUIRE_ALL_TESTS=1 forbids skipping it");
+    }
+    eprintln!("skipped {test}: sandboxes with enforced limits need root");
+    false
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Engine {
+    pub app: Option<App>,
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: String,
+}
+
+pub fn config(dir: &Path, parent: &str) -> EngineConfig {
+    EngineConfig {
+        data_dir: dir.to_path_buf(),
+        max_sandboxes: 1000,
+        pids_max: 512,
+        terminate_grace: Duration::from_secs(5),
+        init_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_quantbox"))),
+        cgroup_parent: parent.to_owned(),
+    }
+}
+
+impl Engine {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut EngineConfig)) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("qbt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let parent = format!(
+            "qbtest-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut cfg = config(dir.path(), &parent);
+        tweak(&mut cfg);
+        let app = App::open(&cfg).await.expect("engine starts");
+        Self {
+            app: Some(app),
+            dir,
+            cgroup_parent: parent,
+        }
+    }
+
+    pub fn app(&self) -> &App {
+        self.app.as_ref().unwrap()
+    }
+
+    pub async fn call(&self, tool: &str, args: Value) -> Result<Value, OpError> {
+        self.app().ops.call(tool, args).await
+    }
+
+    /// Creates a sandbox (128 MB unless `args` says otherwise) and returns its id.
+    pub async fn create(&self, args: Value) -> String {
+        let mut a = json!({"name": "t", "memory_mb": 128});
+        for (k, v) in args.as_object().cloned().unwrap_or_default() {
+            a[k] = v;
+        }
+        let out = self
+            .call("create_e2b_sandbox", a)
+            .await
+            .expect("sandbox is created");
+        out["sandbox_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs a shell line and returns the whole result.
+    pub async fn sh(&self, id: &str, cmd: &str) -> Value {
+        self.call(
+            "execute_e2b_process",
+            json!({"sandbox_id": id, "command": cmd, "timeout": 60}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exec of {cmd:?} failed: {e}"))
+    }
+
+    /// Runs a shell line that must succeed and returns its stdout.
+    pub async fn ok(&self, id: &str, cmd: &str) -> String {
+        let r = self.sh(id, cmd).await;
+        assert_eq!(r["exit_code"], 0, "{cmd:?} failed: {r:#}");
+        r["stdout"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs python code inside and returns (exit code, stdout + stderr).
+    pub async fn py(&self, id: &str, code: &str) -> (i64, String) {
+        let r = self
+            .call("execute_e2b_process", json!({"sandbox_id": id, "command": "python3", "args": ["-c", code], "timeout": 60}))
+            .await
+            .unwrap_or_else(|e| panic!("python failed to start: {e}"));
+        (
+            r["exit_code"].as_i64().unwrap_or(-1),
+            format!(
+                "{}{}",
+                r["stdout"].as_str().unwrap(),
+                r["stderr"].as_str().unwrap()
+            ),
+        )
+    }
+
+    pub async fn terminate(&self, id: &str) {
+        self.call(
+            "terminate_e2b_sandbox",
+            json!({"sandbox_id": id, "force": true}),
+        )
+        .await
+        .expect("terminate");
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        self.call("get_e2b_sandbox_status", json!({"sandbox_id": id}))
+            .await
+            .expect("status")
+    }
+
+    pub fn init_pid(&self, id: &str) -> Option<i32> {
+        self.app()
+            .local
+            .init_pid(&quantbox_sandbox::SandboxId::parse(id).unwrap())
+    }
+
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.app()
+            .local
+            .sandbox_dir(&quantbox_sandbox::SandboxId::parse(id).unwrap())
+    }
+
+    /// Everything of any sandbox still on the host: cgroups, directories, sockets,
+    /// processes in our cgroups, and mount namespaces that still show our files.
+    pub fn leftovers(&self) -> Vec<String> {
+        leftovers(
+            self.dir.path(),
+            &self.cgroup_parent,
+            &self.app().local.cgroup_children(),
+        )
+    }
+
+    /// Terminates every active sandbox and asserts nothing is left.
+    pub async fn shutdown(mut self) {
+        let list = self
+            .call("list_e2b_sandboxes", json!({"status_filter": "running"}))
+            .await
+            .unwrap();
+        for sb in list["sandboxes"].as_array().unwrap() {
+            self.terminate(sb["sandbox_id"].as_str().unwrap()).await;
+        }
+        let left = self.leftovers();
+        assert!(left.is_empty(), "left on the host: {left:#?}");
+        self.cleanup();
+        self.app = None;
+    }
+
+    fn cleanup(&self) {
+        if let Some(app) = &self.app
+            && let Some(cg) = app.local.cgroups()
+        {
+            for name in cg.children() {
+                if let Some(c) = cg.open(&name) {
+                    let _ = c.kill_all();
+                    let _ = c.remove();
+                }
+            }
+            let _ = cg.remove_parents();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Best effort after a failed test: kill what is left and remove our cgroups.
+        self.cleanup();
+    }
+}
+
+pub fn leftovers(data_dir: &Path, cgroup_parent: &str, cgroups: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = cgroups.iter().map(|c| format!("cgroup {c}")).collect();
+    for sub in ["local/sandboxes", "local/run"] {
+        if let Ok(rd) = std::fs::read_dir(data_dir.join(sub)) {
+            for e in rd.flatten() {
+                out.push(format!("file {}", e.path().display()));
+            }
+        }
+    }
+    let needle = data_dir.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            && cg.contains(&format!("/{cgroup_parent}/"))
+        {
+            out.push(format!(
+                "process {pid} in cgroup {}",
+                cg.lines().next().unwrap_or("")
+            ));
+            continue;
+        }
+        if let Ok(mi) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            && mi.contains(&needle)
+        {
+            out.push(format!("process {pid} has a mount of {needle}"));
+        }
+    }
+    out
+}
+
+/// Waits until `f` is true, polling, for at most `within`.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}

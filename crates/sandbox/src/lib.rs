@@ -1,0 +1,24 @@
+//! Sandboxes as quantbox understands them: ids, specs, records, the [`Provider`] trait
+//! that engines implement, the persistence port, and the [`Manager`] that owns every
+//! sandbox's lifecycle. No syscalls, no HTTP, no SQL live here.
+
+pub mod id;
+pub mod logs;
+pub mod manager;
+pub mod model;
+pub mod provider;
+pub mod store;
+pub mod time;
+
+pub use id::{ExecutionId, SandboxId};
+pub use manager::{
+    CreateParams, ExecParams, Health, HealthStatus, Manager, ManagerConfig, ManagerError,
+    StatusReport, TerminateOutcome, UsageReport,
+};
+pub use model::*;
+pub use provider::{
+    Adoption, Counters, LimitSupport, OutputSink, Provider, ProviderError, ProviderInfo,
+    Termination, UnexpectedExit,
+};
+pub use store::{SandboxStore, StoreError};
+pub use time::Timestamp;
