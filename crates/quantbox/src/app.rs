@@ -22,6 +22,8 @@ pub struct EngineConfig {
     /// Overrides the binary re-executed as a sandbox's init (tests).
     pub init_exe: Option<PathBuf>,
     pub cgroup_parent: String,
+    /// Started sandboxes kept ready for `create` (0: none).
+    pub warm_pool: usize,
 }
 
 /// The default data directory: /var/lib/quantbox for root, else the XDG data home.
@@ -83,6 +85,7 @@ impl App {
             local_cfg.init_exe = exe.clone();
         }
         local_cfg.cgroup_parent = cfg.cgroup_parent.clone();
+        local_cfg.warm_pool = cfg.warm_pool;
         let local =
             Arc::new(LocalProvider::new(local_cfg).context("starting the local sandbox provider")?);
         let info = local.info();

@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Size of the warm pool (0 measures the cold path: every sandbox started from scratch).
+    #[arg(long, default_value_t = 2)]
+    warm_pool: usize,
 }
 
 struct Stats {
@@ -111,27 +114,91 @@ fn pss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// One engine on a fresh data directory, removed when dropped.
+struct Engine {
+    app: Option<App>,
+    dir: PathBuf,
+    keep_dir: bool,
+}
+
+impl Engine {
+    async fn open(a: &BenchArgs, tag: &str, warm_pool: usize) -> Result<Self> {
+        let (dir, keep_dir) = match &a.data_dir {
+            Some(d) => (d.join(tag), true),
+            None => (
+                std::env::temp_dir().join(format!("quantbox-bench-{}-{tag}", std::process::id())),
+                false,
+            ),
+        };
+        let cfg = EngineConfig {
+            data_dir: dir.clone(),
+            max_sandboxes: a.idle.max(a.iterations) + 16,
+            pids_max: 512,
+            terminate_grace: Duration::from_secs(5),
+            init_exe: None,
+            cgroup_parent: format!("quantbox-bench-{}-{tag}", std::process::id()),
+            warm_pool,
+        };
+        let app = App::open(&cfg).await.context("starting the engine")?;
+        Ok(Self {
+            app: Some(app),
+            dir,
+            keep_dir,
+        })
+    }
+
+    fn app(&self) -> &App {
+        self.app.as_ref().expect("engine is open")
+    }
+
+    async fn close(mut self) {
+        if let Some(app) = self.app.take() {
+            app.ops.manager().shutdown().await;
+            if let Some(c) = app.local.cgroups() {
+                let _ = c.remove_parents();
+            }
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Waits until the warm pool is full again (it refills in the background).
+    async fn pool_full(&self, target: usize) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while self.app().local.pooled_slots().len() < target && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+type Steps = std::collections::BTreeMap<String, Vec<f64>>;
+
+/// Creates a sandbox and runs `true` in it; returns (create ms, create + true ms, id).
+async fn create_and_true(app: &App, name: &str, steps: &mut Steps) -> Result<(f64, f64, String)> {
+    let t0 = Instant::now();
+    let id = create(app, name).await?;
+    let t1 = Instant::now();
+    let out = call(app, "execute_e2b_process", run_true(&id)).await?;
+    let t2 = Instant::now();
+    if out["exit_code"] != json!(0) {
+        bail!("`true` failed in sandbox {id}: {out}");
+    }
+    if let Some(s) = quantbox_sandbox::SandboxId::parse(&id)
+        .ok()
+        .and_then(|sid| app.local.setup_steps(&sid))
+    {
+        for (k, us) in s {
+            steps.entry(k).or_default().push(us as f64 / 1000.0);
+        }
+    }
+    Ok((ms(t1 - t0), ms(t2 - t0), id))
+}
+
 pub async fn run(a: BenchArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark starts sandboxes with all limits, which needs root");
     }
-    let temp;
-    let data_dir = match &a.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            temp = std::env::temp_dir().join(format!("quantbox-bench-{}", std::process::id()));
-            temp.clone()
-        }
-    };
-    let cfg = EngineConfig {
-        data_dir: data_dir.clone(),
-        max_sandboxes: a.idle.max(a.iterations) + 16,
-        pids_max: 512,
-        terminate_grace: Duration::from_secs(5),
-        init_exe: None,
-        cgroup_parent: format!("quantbox-bench-{}", std::process::id()),
-    };
-    let app = App::open(&cfg).await.context("starting the engine")?;
     let n = a.iterations.max(1);
     let progress = |what: &str| {
         if !a.json {
@@ -139,64 +206,55 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         }
     };
 
+    // Cold: no warm pool, every sandbox started from scratch.
+    let cold = Engine::open(&a, "cold", 0).await?;
     progress("warming up");
     for i in 0..5 {
-        let id = create(&app, &format!("warm{i}")).await?;
-        call(&app, "execute_e2b_process", run_true(&id)).await?;
-        call(&app, "terminate_e2b_sandbox", json!({"sandbox_id": id})).await?;
+        let id = create(cold.app(), &format!("warm{i}")).await?;
+        call(cold.app(), "execute_e2b_process", run_true(&id)).await?;
+        call(
+            cold.app(),
+            "terminate_e2b_sandbox",
+            json!({"sandbox_id": id}),
+        )
+        .await?;
     }
-
-    progress(&format!("create + run `true`, {n} times"));
-    let mut create_true = Vec::new();
-    let mut create_only = Vec::new();
-    let mut steps: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    let mut ids = Vec::new();
+    progress(&format!("cold: create + run `true`, {n} times"));
+    let (mut cold_create, mut cold_true, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cold_steps = Steps::new();
     for i in 0..n {
-        let t0 = Instant::now();
-        let id = create(&app, &format!("b{i}")).await?;
-        let t1 = Instant::now();
-        let out = call(&app, "execute_e2b_process", run_true(&id)).await?;
-        let t2 = Instant::now();
-        if out["exit_code"] != json!(0) {
-            bail!("`true` failed in sandbox {id}: {out}");
-        }
-        create_only.push(ms(t1 - t0));
-        create_true.push(ms(t2 - t0));
-        if let Some(s) = quantbox_sandbox::SandboxId::parse(&id)
-            .ok()
-            .and_then(|sid| app.local.setup_steps(&sid))
-        {
-            for (k, us) in s {
-                steps.entry(k).or_default().push(us as f64 / 1000.0);
-            }
-        }
+        let (c, t, id) = create_and_true(cold.app(), &format!("b{i}"), &mut cold_steps).await?;
+        cold_create.push(c);
+        cold_true.push(t);
         ids.push(id);
     }
-
     progress(&format!(
         "run `true` in a running sandbox, {n} times (direct exec and through /bin/sh)"
     ));
-    let mut exec_direct = Vec::new();
-    let mut exec_shell = Vec::new();
+    let (mut exec_direct, mut exec_shell) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let t = Instant::now();
-        call(&app, "execute_e2b_process", run_true(&ids[0])).await?;
+        call(cold.app(), "execute_e2b_process", run_true(&ids[0])).await?;
         exec_direct.push(ms(t.elapsed()));
         let t = Instant::now();
         call(
-            &app,
+            cold.app(),
             "execute_e2b_process",
             json!({"sandbox_id": ids[0], "command": "true"}),
         )
         .await?;
         exec_shell.push(ms(t.elapsed()));
     }
-
     progress(&format!("terminate, {n} times"));
     let mut term = Vec::new();
     for id in &ids {
         let t = Instant::now();
-        call(&app, "terminate_e2b_sandbox", json!({"sandbox_id": id})).await?;
+        call(
+            cold.app(),
+            "terminate_e2b_sandbox",
+            json!({"sandbox_id": id}),
+        )
+        .await?;
         term.push(ms(t.elapsed()));
     }
 
@@ -205,7 +263,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let before = host_used_kib();
     let mut idle_ids = Vec::new();
     for i in 0..a.idle {
-        idle_ids.push(create(&app, &format!("idle{i}")).await?);
+        idle_ids.push(create(cold.app(), &format!("idle{i}")).await?);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = host_used_kib();
@@ -213,11 +271,11 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let mut cg_mem = 0u64;
     for id in &idle_ids {
         let sid = quantbox_sandbox::SandboxId::parse(id)?;
-        if let Some(pid) = app.local.init_pid(&sid) {
+        if let Some(pid) = cold.app().local.init_pid(&sid) {
             pss += pss_kib(pid);
         }
         let st = call(
-            &app,
+            cold.app(),
             "get_e2b_sandbox_status",
             json!({"sandbox_id": id, "log_lines": 0}),
         )
@@ -227,7 +285,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for id in idle_ids.clone() {
-        let ops = app.ops.clone();
+        let ops = cold.app().ops.clone();
         set.spawn(async move {
             ops.call(
                 "terminate_e2b_sandbox",
@@ -241,23 +299,65 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     }
     let teardown_all = t.elapsed();
     let per_kib = (after.saturating_sub(before)) as f64 / a.idle.max(1) as f64;
+    cold.close().await;
+
+    // Warm: the pool refills between creates, as it does at any rate below one
+    // create per cold start time.
+    let pool = a.warm_pool;
+    let mut warm = None;
+    if pool > 0 {
+        let w = Engine::open(&a, "warm", pool).await?;
+        progress(&format!(
+            "warm pool of {pool}: create + run `true`, {n} times"
+        ));
+        let (mut wc, mut wt, mut wids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut warm_steps = Steps::new();
+        for i in 0..n {
+            w.pool_full(pool).await;
+            let (c, t, id) = create_and_true(w.app(), &format!("w{i}"), &mut warm_steps).await?;
+            wc.push(c);
+            wt.push(t);
+            wids.push(id);
+            call(
+                w.app(),
+                "terminate_e2b_sandbox",
+                json!({"sandbox_id": wids.pop().unwrap()}),
+            )
+            .await?;
+        }
+        w.close().await;
+        warm = Some((Stats::new(wc), Stats::new(wt), warm_steps));
+    }
 
     let bwrap = bwrap_bench(n);
 
-    let create_true = Stats::new(create_true);
-    let create_only = Stats::new(create_only);
+    let cold_create = Stats::new(cold_create);
+    let cold_true = Stats::new(cold_true);
     let exec_direct = Stats::new(exec_direct);
     let exec_shell = Stats::new(exec_shell);
     let term = Stats::new(term);
-    let step_means: Vec<Value> = steps
-        .iter()
-        .map(|(k, v)| json!({"step": k, "mean_ms": r3(Stats::new(v.clone()).mean())}))
-        .collect();
+    let steps_json = |steps: &Steps| -> Vec<Value> {
+        steps
+            .iter()
+            .map(|(k, v)| {
+                let st = Stats::new(v.clone());
+                json!({"step": k, "p50_ms": r3(st.pct(0.5)), "mean_ms": r3(st.mean())})
+            })
+            .collect()
+    };
     let report = json!({
-        "machine": {"cpus": app.local.host_cpus(), "memory_mb": app.local.host_memory_bytes() / (1 << 20), "kernel": kernel()},
-        "create_and_run_true": create_true.json(),
-        "create_only": create_only.json(),
-        "init_setup_steps": step_means,
+        "machine": {"cpus": std::thread::available_parallelism().map_or(1, |n| n.get()), "kernel": kernel()},
+        "cold": {
+            "create_and_run_true": cold_true.json(),
+            "create_only": cold_create.json(),
+            "setup_steps": steps_json(&cold_steps),
+        },
+        "warm": warm.as_ref().map_or(Value::Null, |(c, t, s)| json!({
+            "pool": pool,
+            "create_and_run_true": t.json(),
+            "create_only": c.json(),
+            "setup_steps": steps_json(s),
+        })),
         "exec_true_direct": exec_direct.json(),
         "exec_true_via_sh": exec_shell.json(),
         "terminate": term.json(),
@@ -270,39 +370,49 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         },
         "bwrap_true": bwrap.as_ref().map_or(json!({"available": false, "reason": "bwrap is not installed (Debian package bubblewrap)"}), |s| s.json()),
     });
-    drop(app);
-    if a.data_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     let row = |name: &str, s: &Stats, target: &str| {
         println!(
-            "{name:<34} {:>9.2} {:>9.2} {:>9.2}   {target}",
+            "{name:<40} {:>8.2} {:>8.2} {:>8.2}   {target}",
             s.pct(0.5),
             s.pct(0.95),
             s.mean()
         );
     };
     println!(
-        "\n{:<34} {:>9} {:>9} {:>9}   target",
+        "\n{:<40} {:>8} {:>8} {:>8}   target",
         "latency (ms)", "p50", "p95", "mean"
     );
-    row("create + run `true`", &create_true, "p50 <= 15");
-    row("  create only", &create_only, "");
+    if let Some((c, t, _)) = &warm {
+        row(
+            &format!("create + run `true` (warm pool of {pool})"),
+            t,
+            "p50 <= 15, at least as fast as bwrap",
+        );
+        row("  create only (warm)", c, "");
+    }
+    row("create + run `true` (cold start)", &cold_true, "");
+    row("  create only (cold)", &cold_create, "");
     row("run `true` in a running sandbox", &exec_direct, "p50 <= 3");
     row("  through /bin/sh -c", &exec_shell, "");
     row("terminate (graceful, idle)", &term, "<= 10");
-    if let Some(b) = &bwrap {
-        row("bwrap true (same namespaces)", b, "reference");
-    } else {
-        println!("bwrap: not installed (apt-get install bubblewrap) — no reference timing");
+    match &bwrap {
+        Some(b) => row("bwrap: start `true` (same namespaces)", b, "reference"),
+        None => println!("bwrap: not installed (apt-get install bubblewrap) — no reference timing"),
     }
-    println!("\ninit setup steps (mean ms):");
-    for (k, v) in &steps {
-        println!("  {k:<10} {:.3}", Stats::new(v.clone()).mean());
+    let print_steps = |title: &str, steps: &Steps| {
+        println!("\n{title:<40} {:>8} {:>8}", "p50", "mean");
+        for (k, v) in steps {
+            let st = Stats::new(v.clone());
+            println!("  {k:<38} {:>8.3} {:>8.3}", st.pct(0.5), st.mean());
+        }
+    };
+    print_steps("cold start steps (ms)", &cold_steps);
+    if let Some((_, _, s)) = &warm {
+        print_steps("warm create steps (ms)", s);
     }
     println!(
         "\n{} idle sandboxes: {:.2} MiB of host memory each (MemTotal-MemAvailable delta; target <= 2), init PSS {:.2} MiB, cgroup-charged {:.2} MiB; all terminated concurrently in {:.0} ms",

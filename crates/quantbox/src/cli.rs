@@ -41,6 +41,9 @@ pub struct EngineArgs {
     /// Name of the cgroup that holds the sandboxes' cgroups.
     #[arg(long, env = "QUANTBOX_CGROUP_PARENT", default_value = "quantbox")]
     pub cgroup_parent: String,
+    /// Sandboxes kept started and parked so that creating one is fast (0: none).
+    #[arg(long, env = "QUANTBOX_WARM_POOL", default_value_t = 2)]
+    pub warm_pool: usize,
 }
 
 impl EngineArgs {
@@ -52,6 +55,7 @@ impl EngineArgs {
             terminate_grace: Duration::from_secs(self.terminate_grace_s),
             init_exe: std::env::var_os("QUANTBOX_INIT_EXE").map(PathBuf::from),
             cgroup_parent: self.cgroup_parent.clone(),
+            warm_pool: self.warm_pool,
         }
     }
 }

@@ -73,6 +73,7 @@ pub async fn serve(listen: SocketAddr, cfg: EngineConfig) -> Result<()> {
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("serving HTTP")?;
+    app.ops.manager().shutdown().await;
     Ok(())
 }
 
@@ -98,5 +99,6 @@ pub async fn mcp_stdio(cfg: EngineConfig) -> Result<()> {
         .await
         .context("starting MCP over stdio")?;
     service.waiting().await.context("serving MCP over stdio")?;
+    app.ops.manager().shutdown().await;
     Ok(())
 }

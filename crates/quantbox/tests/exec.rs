@@ -216,3 +216,48 @@ async fn status_and_listing_of_running_and_stopped_sandboxes() {
     );
     e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_memory_pressure_and_an_unresponsive_init() {
+    if !require_root("health_reports_memory_pressure_and_an_unresponsive_init") {
+        return;
+    }
+    let e = Engine::start().await;
+    let id = e.create(json!({"memory_mb": 64})).await;
+    assert_eq!(e.status(&id).await["health"]["status"], "healthy");
+    // ~61 of 64 MB held by a background process.
+    e.ok(
+        &id,
+        "nohup python3 -c \"import time; x = b'a' * (59 * 2**20); open('/tmp/held', 'w').close(); time.sleep(60)\" >/dev/null 2>&1 & \
+         for i in $(seq 100); do [ -e /tmp/held ] && break; sleep 0.05; done",
+    )
+    .await;
+    let st = e.status(&id).await;
+    assert_eq!(st["health"]["status"], "degraded", "{st}");
+    assert!(
+        st["health"]["reasons"]
+            .to_string()
+            .contains("above 90 % of its limit of 64 MB"),
+        "{st}"
+    );
+    e.ok(&id, "pkill -x python3; sleep 0.3").await;
+    assert_eq!(e.status(&id).await["health"]["status"], "healthy");
+    // A frozen sandbox's init cannot answer: unhealthy until it thaws.
+    let cg = e
+        .app()
+        .local
+        .cgroup(&quantbox_sandbox::SandboxId::parse(&id).unwrap())
+        .unwrap();
+    cg.freeze().unwrap();
+    let st = e.status(&id).await;
+    cg.thaw().unwrap();
+    assert_eq!(st["health"]["status"], "unhealthy", "{st}");
+    assert!(
+        st["health"]["reasons"]
+            .to_string()
+            .contains("its init does not answer"),
+        "{st}"
+    );
+    assert_eq!(e.status(&id).await["health"]["status"], "healthy");
+    e.shutdown().await;
+}

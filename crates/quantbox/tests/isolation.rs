@@ -363,7 +363,7 @@ async fn setuid_binaries_do_not_escalate() {
     assert!(base > 0, "sandbox root must not be host root: {map}");
     // A setuid-root copy of `id`, owned by the sandbox's root and by the host's root,
     // placed into the sandbox's writable layer from the host.
-    let dir = e.sandbox_dir(&id).join("upper/root/opt/suid");
+    let dir = e.sandbox_dir(&id).join("upper-root/opt/suid");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, owner) in [("id-sandbox-root", base), ("id-host-root", 0)] {
         let p = dir.join(name);

@@ -202,6 +202,17 @@ impl Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM, as a service manager stops it; waits for it to exit.
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the server exited with {status}");
+    }
 }
 
 impl Drop for Server {
@@ -211,16 +222,28 @@ impl Drop for Server {
     }
 }
 
-/// Host pid of a sandbox's init, found the way an operator would: by its cgroup.
-fn find_init(parent: &str, id: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        (String::from_utf8_lossy(&cmd).contains("__sandbox-init")
-            && cg.contains(&format!("/{parent}/{id}")))
-        .then_some(pid)
-    })
+/// The slot (host directory and cgroup name) the server recorded for a sandbox.
+fn slot_of(data_dir: &std::path::Path, id: &str) -> String {
+    use quantbox_sandbox::SandboxStore;
+    let store = quantbox_store::SqliteStore::open(&data_dir.join("quantbox.db")).unwrap();
+    let rec = store
+        .get_sandbox(&quantbox_sandbox::SandboxId::parse(id).unwrap())
+        .unwrap()
+        .unwrap();
+    rec.runtime["slot"].as_str().unwrap().to_owned()
+}
+
+/// Host pid of a sandbox's init, from the runtime state the server recorded for it.
+fn find_init(data_dir: &std::path::Path, id: &str) -> Option<i32> {
+    use quantbox_sandbox::SandboxStore;
+    let store = quantbox_store::SqliteStore::open(&data_dir.join("quantbox.db")).ok()?;
+    let rec = store
+        .get_sandbox(&quantbox_sandbox::SandboxId::parse(id).ok()?)
+        .ok()??;
+    let pid = rec.runtime["init_pid"].as_i64()? as i32;
+    let started = rec.runtime["init_start_time"].as_u64()?;
+    // The same pid with the same start time, not a zombie: the same living process.
+    quantbox_sandbox_local::sys::process_alive(pid, started).then_some(pid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,10 +278,31 @@ async fn after_a_server_crash_living_sandboxes_are_adopted_and_dead_ones_cleaned
         .await);
     let r = a.call("execute_e2b_process", json!({"sandbox_id": keep, "command": "echo kept > /home/user/state; nohup sleep 300 >/dev/null 2>&1 &"})).await;
     assert_eq!(r["exit_code"], 0, "{r}");
-    let keep_pid = find_init(&parent, &keep).expect("init of keep");
-    let die_pid = find_init(&parent, &die).expect("init of die");
+    let keep_pid = find_init(dir.path(), &keep).expect("init of keep");
+    let die_pid = find_init(dir.path(), &die).expect("init of die");
 
+    // Let the first server park its warm sandboxes, so that the crash leaves some.
+    let slots = || {
+        std::fs::read_dir(dir.path().join("local/sandboxes"))
+            .unwrap()
+            .count()
+    };
+    assert!(
+        common::eventually(Duration::from_secs(10), || slots() >= 5).await,
+        "the warm pool never filled"
+    );
     a.crash();
+    let owned: Vec<String> = [&keep, &die, &expire]
+        .iter()
+        .map(|id| slot_of(dir.path(), id))
+        .collect();
+    let parked_by_a: Vec<String> = std::fs::read_dir(dir.path().join("local/sandboxes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|s| !owned.contains(s))
+        .collect();
+    assert_eq!(parked_by_a.len(), 2, "{parked_by_a:?}");
     // While the server is down: one sandbox dies, another outlives its lifetime.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(die_pid),
@@ -306,22 +350,95 @@ async fn after_a_server_crash_living_sandboxes_are_adopted_and_dead_ones_cleaned
         (Some("stopped"), Some("expired")),
         "{st}"
     );
-    assert!(find_init(&parent, &die).is_none() && find_init(&parent, &expire).is_none());
-    let gone = |sid: &str| !dir.path().join("local/sandboxes").join(sid).exists();
+    assert!(find_init(dir.path(), &die).is_none() && find_init(dir.path(), &expire).is_none());
+    let slot_dir = |sid: &str| {
+        dir.path()
+            .join("local/sandboxes")
+            .join(slot_of(dir.path(), sid))
+    };
     assert!(
-        gone(&die) && gone(&expire),
+        !slot_dir(&die).exists() && !slot_dir(&expire).exists(),
         "files of dead sandboxes are left"
     );
-    assert!(!gone(&keep));
+    assert!(slot_dir(&keep).exists());
+    // The crashed server's parked (warm) sandboxes were swept at the restart.
+    for slot in &parked_by_a {
+        assert!(
+            !dir.path().join("local/sandboxes").join(slot).exists(),
+            "parked slot {slot} survived"
+        );
+    }
 
     let r = b
         .call("terminate_e2b_sandbox", json!({"sandbox_id": keep}))
         .await;
     assert_eq!(r["status"], "terminated", "{r}");
-    let left = common::leftovers(dir.path(), &parent, &[]);
+    // Stopped gracefully, the server ends its warm pool: nothing is left at all.
+    b.stop();
+    let cgroups = quantbox_sandbox_local::cgroup::Cgroups::detect(&parent).unwrap();
+    let left = common::leftovers(dir.path(), &parent, &cgroups.children());
     assert!(left.is_empty(), "{left:#?}");
-    drop(b);
+    let _ = cgroups.remove_parents();
     for ctrl in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
         let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{ctrl}/{parent}"));
     }
+}
+
+/// Zombie children of this process (an init nobody reaped would be one).
+fn zombie_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = stat.rsplit_once(')')?.1;
+            let mut f = rest.split_whitespace();
+            let (state, ppid) = (f.next()?, f.next()?);
+            (state == "Z" && ppid == me).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_that_fails_to_start_leaves_nothing_behind() {
+    if !require_root("a_sandbox_that_fails_to_start_leaves_nothing_behind") {
+        return;
+    }
+    // An init binary that is not quantbox: the helper exits before it says anything.
+    let e = Engine::start_with(|c| {
+        c.init_exe = Some("/bin/false".into());
+        c.warm_pool = 0;
+    })
+    .await;
+    let err = e
+        .call(
+            "create_e2b_sandbox",
+            json!({"name": "doomed", "memory_mb": 64}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_str(), "internal");
+    assert!(
+        err.message.contains("init exited during setup"),
+        "{}",
+        err.message
+    );
+    let list = e.call("list_e2b_sandboxes", json!({})).await.unwrap();
+    assert_eq!(
+        list["sandboxes"][0]["stop_reason"], "start_failed",
+        "{list}"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || e.leftovers().is_empty()).await,
+        "{:?}",
+        e.leftovers()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || zombie_children().is_empty()).await,
+        "{:?}",
+        zombie_children()
+    );
+    e.shutdown().await;
 }

@@ -127,7 +127,11 @@ async fn a_half_core_quota_gives_about_half_a_core() {
         "CPU share with a 0.5 quota: {ratio}"
     );
     // The kernel throttled the group: direct evidence that the quota is what held it.
-    let cg = e.app().local.cgroups().unwrap().open(&id).unwrap();
+    let cg = e
+        .app()
+        .local
+        .cgroup(&quantbox_sandbox::SandboxId::parse(&id).unwrap())
+        .unwrap();
     let throttled: u64 = cg
         .dirs()
         .iter()

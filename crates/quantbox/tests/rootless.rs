@@ -220,6 +220,14 @@ async fn with_a_delegated_cgroup_rootless_sandboxes_run_under_every_limit() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Stopped the way a service manager stops it, the server also ends its warm pool.
+    let mut s = s;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(s.child.wait().unwrap().success());
     for d in &dirs {
         let children: Vec<_> = std::fs::read_dir(d)
             .unwrap()

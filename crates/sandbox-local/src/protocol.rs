@@ -36,8 +36,10 @@ pub enum IdMode {
 pub struct InitConfig {
     pub sandbox_id: String,
     pub hostname: String,
-    /// Mount point of the merged root (an empty directory).
-    pub rootfs: PathBuf,
+    /// An empty host directory, the same for every sandbox: init mounts a tmpfs on it in
+    /// its own mount namespace and makes its mount points and per-sandbox files there,
+    /// so none of them touch the host's disk or need cleaning up.
+    pub scratch: PathBuf,
     /// Template layers of the root, topmost first.
     pub root_layers: Vec<PathBuf>,
     /// Layers of `/usr`, topmost first (the host's `/usr` last, for `base`).
@@ -46,8 +48,6 @@ pub struct InitConfig {
     pub work_root: PathBuf,
     pub upper_usr: PathBuf,
     pub work_usr: PathBuf,
-    /// Empty directories where idmapped copies of the layers are attached.
-    pub staging: PathBuf,
     pub ids: IdMode,
     /// `cgroup.procs` files to join before the namespaces are made.
     pub cgroup_procs: Vec<PathBuf>,
@@ -100,9 +100,12 @@ pub enum ToInit {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum FromInit {
-    /// From the outer helper: init's pid on the host.
+    /// From the outer helper: init's pid on the host, and the helper's own timings
+    /// (`started_ns`: CLOCK_MONOTONIC when its `main` began; steps in microseconds).
     Spawned {
         init_pid: i32,
+        started_ns: u64,
+        steps: Vec<(String, u64)>,
     },
     /// Setup done; microseconds per step.
     Ready {

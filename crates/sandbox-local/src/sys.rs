@@ -348,6 +348,22 @@ pub fn process_start_time(pid: libc::pid_t) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc stat"))
 }
 
+/// Whether `pid` is the process that started at `start_time` (see
+/// [`process_start_time`]) and has not exited: a zombie waiting to be reaped is not
+/// alive.
+pub fn process_alive(pid: libc::pid_t, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
+    !matches!(state, "Z" | "X" | "x") && started == Some(start_time)
+}
+
 /// Resets every signal disposition to default and unblocks all signals (in a child
 /// before exec).
 pub fn reset_signals() {
@@ -387,4 +403,17 @@ pub fn execve(
         libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
     io::Error::last_os_error()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the same clock in every process of the machine).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

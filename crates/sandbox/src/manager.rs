@@ -234,8 +234,20 @@ impl Manager {
         }
         tokio::spawn(watch_exits(Arc::downgrade(&mgr.inner), rx));
         mgr.recover().await?;
+        for p in mgr.inner.providers.values() {
+            if let Err(e) = p.ready().await {
+                tracing::error!(provider = p.name(), error = %e, "provider could not finish starting");
+            }
+        }
         tokio::spawn(sampler(Arc::downgrade(&mgr.inner)));
         Ok(mgr)
+    }
+
+    /// Stops background work of the providers; running sandboxes keep running.
+    pub async fn shutdown(&self) {
+        for p in self.inner.providers.values() {
+            p.shutdown().await;
+        }
     }
 
     pub fn config(&self) -> &ManagerConfig {

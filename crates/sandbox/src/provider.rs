@@ -156,4 +156,15 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Unexpected ends of sandboxes are sent here (set once, by the manager).
     fn watch_exits(&self, tx: tokio::sync::mpsc::UnboundedSender<UnexpectedExit>);
+
+    /// Called once, after the manager has adopted every sandbox it knows: whatever else
+    /// of this provider is on the host is left over and may be removed, and background
+    /// work (a warm pool) may start.
+    async fn ready(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// The server is stopping: release what is not a user's sandbox (running sandboxes
+    /// stay, to be adopted at the next start).
+    async fn shutdown(&self) {}
 }

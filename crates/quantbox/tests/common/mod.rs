@@ -40,6 +40,7 @@ pub fn config(dir: &Path, parent: &str) -> EngineConfig {
         terminate_grace: Duration::from_secs(5),
         init_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_quantbox"))),
         cgroup_parent: parent.to_owned(),
+        warm_pool: 2,
     }
 }
 
@@ -147,19 +148,25 @@ impl Engine {
         self.app()
             .local
             .sandbox_dir(&quantbox_sandbox::SandboxId::parse(id).unwrap())
+            .expect("the sandbox runs")
     }
 
     /// Everything of any sandbox still on the host: cgroups, directories, sockets,
     /// processes in our cgroups, and mount namespaces that still show our files.
     pub fn leftovers(&self) -> Vec<String> {
+        let pooled = self.app().local.pooled_slots();
         leftovers(
             self.dir.path(),
             &self.cgroup_parent,
             &self.app().local.cgroup_children(),
         )
+        .into_iter()
+        .filter(|l| !pooled.iter().any(|p| l.contains(p.as_str())))
+        .collect()
     }
 
     /// Terminates every active sandbox and asserts nothing is left.
+    /// Terminates every active sandbox, ends the warm pool, and asserts nothing is left.
     pub async fn shutdown(mut self) {
         let list = self
             .call("list_e2b_sandboxes", json!({"status_filter": "running"}))
@@ -168,6 +175,7 @@ impl Engine {
         for sb in list["sandboxes"].as_array().unwrap() {
             self.terminate(sb["sandbox_id"].as_str().unwrap()).await;
         }
+        self.app().local.drain_pool().await;
         let left = self.leftovers();
         assert!(left.is_empty(), "left on the host: {left:#?}");
         self.cleanup();
@@ -210,19 +218,17 @@ pub fn leftovers(data_dir: &Path, cgroup_parent: &str, cgroups: &[String]) -> Ve
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
+        let parent = format!("/{cgroup_parent}/");
         if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            && cg.contains(&format!("/{cgroup_parent}/"))
+            && let Some(line) = cg.lines().find(|l| l.contains(&parent))
         {
-            out.push(format!(
-                "process {pid} in cgroup {}",
-                cg.lines().next().unwrap_or("")
-            ));
+            out.push(format!("process {pid} in cgroup {line}"));
             continue;
         }
         if let Ok(mi) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-            && mi.contains(&needle)
+            && let Some(line) = mi.lines().find(|l| l.contains(&needle))
         {
-            out.push(format!("process {pid} has a mount of {needle}"));
+            out.push(format!("process {pid} has a mount of our files: {line}"));
         }
     }
     out

@@ -627,6 +627,25 @@ impl Cgroup {
     /// Freezes every task; returns once the kernel reports the group frozen (v1
     /// `freezer.state` FROZEN, v2 `cgroup.events` `frozen 1`). If that does not happen within
     /// [`FREEZE_TIMEOUT`], the group is thawed again and [`CgroupError::Timeout`] returned.
+    /// Changes the limits of an existing group (a warm sandbox given its user's limits).
+    /// On v1 the memory and memory+swap limits are written in the order the kernel
+    /// accepts (memsw may never be below the memory limit).
+    pub fn set_limits(&self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        limits.validate()?;
+        match &self.dirs {
+            Dirs::V1(d) => v1::set_limits(d, limits),
+            Dirs::V2(d) => v2::set_limits(d, limits),
+        }
+    }
+
+    /// Processes the memory limit has killed (cheaper than [`Cgroup::stats`]).
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        match &self.dirs {
+            Dirs::V1(d) => v1::oom_kills(d),
+            Dirs::V2(d) => v2::oom_kills(d),
+        }
+    }
+
     pub fn freeze(&self) -> Result<(), CgroupError> {
         match &self.dirs {
             Dirs::V1(d) => v1::freeze(d),

@@ -203,6 +203,53 @@ pub(crate) fn apply_limits(
     Ok(())
 }
 
+/// New limits for an existing group. Raising memory needs memsw first, lowering needs the
+/// memory limit first: try one order and fall back to the other.
+pub(crate) fn set_limits(dirs: &Dirs, limits: &CgroupLimits) -> Result<(), CgroupError> {
+    if let Some(d) = &dirs.memory {
+        let value = match limits.memory_bytes {
+            u64::MAX => "-1".to_owned(),
+            v => v.to_string(),
+        };
+        let mem = d.join("memory.limit_in_bytes");
+        let memsw = d.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            if fs::write(&memsw, &value).is_ok() {
+                fs::write(&mem, &value)?;
+            } else {
+                fs::write(&mem, &value)?;
+                fs::write(&memsw, &value)?;
+            }
+        } else {
+            fs::write(&mem, &value)?;
+        }
+    }
+    if let Some(d) = &dirs.cpu {
+        let quota = match limits.cpu_quota_us() {
+            Some(q) => q.to_string(),
+            None => "-1".to_owned(),
+        };
+        fs::write(&d.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        fs::write(&d.join("cpu.cfs_quota_us"), &quota)?;
+    }
+    if let Some(d) = &dirs.pids {
+        let value = match limits.pids_max {
+            u64::MAX => "max".to_owned(),
+            v => v.to_string(),
+        };
+        fs::write(&d.join("pids.max"), &value)?;
+    }
+    Ok(())
+}
+
+/// The `oom_kill` count of memory.oom_control.
+pub(crate) fn oom_kills(dirs: &Dirs) -> Result<u64, CgroupError> {
+    match &dirs.memory {
+        Some(d) => read_keyed(&d.join("memory.oom_control"), "oom_kill"),
+        None => Ok(0),
+    }
+}
+
 /// Usage from cpuacct, memory and pids.
 pub(crate) fn stats(dirs: &Dirs) -> Result<CgroupStats, CgroupError> {
     let mut s = CgroupStats {

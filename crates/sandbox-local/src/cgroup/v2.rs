@@ -191,6 +191,41 @@ pub(crate) fn apply_limits(
     Ok(())
 }
 
+/// New limits for an existing group (v2 has no ordering constraint between them).
+pub(crate) fn set_limits(dir: &Path, limits: &CgroupLimits) -> Result<(), CgroupError> {
+    if dir.join("memory.max").exists() {
+        let value = match limits.memory_bytes {
+            u64::MAX => "max".to_owned(),
+            v => v.to_string(),
+        };
+        fs::write(&dir.join("memory.max"), &value)?;
+    }
+    if dir.join("cpu.max").exists() {
+        let value = match limits.cpu_quota_us() {
+            Some(q) => format!("{q} {CPU_PERIOD_US}"),
+            None => format!("max {CPU_PERIOD_US}"),
+        };
+        fs::write(&dir.join("cpu.max"), &value)?;
+    }
+    if dir.join("pids.max").exists() {
+        let value = match limits.pids_max {
+            u64::MAX => "max".to_owned(),
+            v => v.to_string(),
+        };
+        fs::write(&dir.join("pids.max"), &value)?;
+    }
+    Ok(())
+}
+
+/// The `oom_kill` count of memory.events.
+pub(crate) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
+    if dir.join("memory.events").exists() {
+        read_keyed(&dir.join("memory.events"), "oom_kill")
+    } else {
+        Ok(0)
+    }
+}
+
 /// Usage from cpu.stat, memory.* and pids.*.
 pub(crate) fn stats(dir: &Path) -> Result<CgroupStats, CgroupError> {
     let usage = read_num(&dir.join("memory.current"), stats::parse_u64)?.unwrap_or(0);

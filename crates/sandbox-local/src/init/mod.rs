@@ -82,6 +82,8 @@ fn fail(ctl: BorrowedFd<'_>, e: StepError) -> ! {
 /// Entry point of the helper: never returns. The caller (the binary's `main`) must call
 /// it before starting any thread.
 pub fn main() -> ! {
+    let started_ns = sys::monotonic_ns();
+    let mut timings = Timings::new();
     // SAFETY: fd 0 is the control socket the server passed as stdin; this process owns it.
     let ctl = unsafe { OwnedFd::from_raw_fd(0) };
     let mut buf = vec![0u8; protocol::MAX_PACKET];
@@ -104,6 +106,7 @@ pub fn main() -> ! {
         )
     };
 
+    timings.mark("helper: read config");
     let pid = std::process::id();
     for f in &cfg.cgroup_procs {
         if let Err(e) = fs::write(f, pid.to_string()) {
@@ -117,6 +120,7 @@ pub fn main() -> ! {
         }
     }
 
+    timings.mark("helper: join cgroups");
     let userns = match &cfg.ids {
         IdMode::Mapped { host_base, size } => match mapped_userns(*host_base, *size) {
             Ok(fd) => Some(fd),
@@ -133,6 +137,7 @@ pub fn main() -> ! {
         }
     };
 
+    timings.mark("helper: user namespace");
     let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
@@ -142,12 +147,19 @@ pub fn main() -> ! {
     if let Err(e) = sys::unshare(flags) {
         fail(ctl.as_fd(), StepError::new("unshare namespaces", e));
     }
+    timings.mark("helper: unshare");
     // SAFETY: this helper is single-threaded (the binary calls us before anything else).
     match unsafe { sys::clone_process(libc::CLONE_PARENT as libc::c_ulong) } {
         Err(e) => fail(ctl.as_fd(), StepError::new("clone init", e)),
         Ok(Forked::Child) => pid1::run(cfg, ctl, listen, userns),
         Ok(Forked::Parent(init_pid)) => {
-            let _ = protocol::send(ctl.as_fd(), &FromInit::Spawned { init_pid }, &[]);
+            timings.mark("helper: clone init");
+            let spawned = FromInit::Spawned {
+                init_pid,
+                started_ns,
+                steps: timings.steps,
+            };
+            let _ = protocol::send(ctl.as_fd(), &spawned, &[]);
             sys::exit_now(0)
         }
     }

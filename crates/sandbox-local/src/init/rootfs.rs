@@ -34,7 +34,7 @@ fn nix_step<T>(name: &'static str, r: nix::Result<T>) -> Result<T, StepError> {
 /// paths overlayfs should use. Without a mapping (rootless) the layers are used as they
 /// are.
 fn stage_layers(
-    cfg: &InitConfig,
+    scratch: &Path,
     layers: &[PathBuf],
     first: usize,
     userns: Option<&std::os::fd::OwnedFd>,
@@ -44,7 +44,7 @@ fn stage_layers(
     };
     let mut out = Vec::with_capacity(layers.len());
     for (i, layer) in layers.iter().enumerate() {
-        let target = cfg.staging.join((first + i).to_string());
+        let target = scratch.join("staging").join((first + i).to_string());
         let tree = step("open_tree layer", sys::open_tree_clone(&cpath(layer)))?;
         step(
             "idmap layer",
@@ -89,7 +89,6 @@ pub fn build(
     timings: &mut super::Timings,
 ) -> Result<(), StepError> {
     let rootless = matches!(cfg.ids, IdMode::Rootless { .. });
-    let r = &cfg.rootfs;
     let owner = tmpfs_owner(cfg);
 
     // Nothing mounted from here on may propagate back to the host.
@@ -105,8 +104,12 @@ pub fn build(
     )?;
     timings.mark("private");
 
-    let root_lowers = stage_layers(cfg, &cfg.root_layers, 0, userns)?;
-    let usr_lowers = stage_layers(cfg, &cfg.usr_layers, cfg.root_layers.len(), userns)?;
+    let scratch = make_scratch(cfg, &owner)?;
+    let r = &scratch.join("root");
+    timings.mark("scratch");
+
+    let root_lowers = stage_layers(&scratch, &cfg.root_layers, 0, userns)?;
+    let usr_lowers = stage_layers(&scratch, &cfg.usr_layers, cfg.root_layers.len(), userns)?;
     timings.mark("idmap");
 
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -130,6 +133,19 @@ pub fn build(
             Some(overlay_opts(&usr_lowers, &cfg.upper_usr, &cfg.work_usr, rootless).as_str()),
         ),
     )?;
+    // The sandbox's own hostname and hosts file, over the template's.
+    for f in ["hostname", "hosts"] {
+        nix_step(
+            "bind /etc file",
+            mount(
+                Some(&scratch.join(f)),
+                &r.join("etc").join(f),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+        )?;
+    }
     timings.mark("overlay");
 
     // A fresh /proc of the new pid namespace: init is its pid 1, so the mount shows
@@ -147,7 +163,7 @@ pub fn build(
     mask_proc(r)?;
     timings.mark("proc");
 
-    build_dev(cfg, rootless)?;
+    build_dev(cfg, r, rootless)?;
     timings.mark("dev");
 
     nix_step(
@@ -170,6 +186,59 @@ pub fn build(
     step("chdir /", std::env::set_current_dir("/"))?;
     timings.mark("pivot");
     Ok(())
+}
+
+/// Mounts the private tmpfs on `cfg.scratch` and makes the mount points (`root`,
+/// `staging/N`) and the sandbox's `hostname` and `hosts` files in it.
+fn make_scratch(cfg: &InitConfig, owner: &str) -> Result<PathBuf, StepError> {
+    let s = cfg.scratch.clone();
+    nix_step(
+        "mount scratch tmpfs",
+        mount(
+            Some("tmpfs"),
+            &s,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=700,size=1048576{owner}").as_str()),
+        ),
+    )?;
+    step("mkdir root", fs::create_dir(s.join("root")))?;
+    step("mkdir staging", fs::create_dir(s.join("staging")))?;
+    for i in 0..cfg.root_layers.len() + cfg.usr_layers.len() {
+        step(
+            "mkdir staging",
+            fs::create_dir(s.join("staging").join(i.to_string())),
+        )?;
+    }
+    let h = &cfg.hostname;
+    step(
+        "write hostname",
+        fs::write(s.join("hostname"), format!("{h}\n")),
+    )?;
+    step(
+        "write hosts",
+        fs::write(
+            s.join("hosts"),
+            format!(
+                "127.0.0.1\tlocalhost\n127.0.1.1\t{h}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            ),
+        ),
+    )?;
+    if let IdMode::Mapped { host_base, .. } = cfg.ids {
+        for f in ["hostname", "hosts"] {
+            step(
+                "chown /etc file",
+                std::os::unix::fs::chown(s.join(f), Some(host_base), Some(host_base)),
+            )?;
+        }
+    }
+    for f in ["hostname", "hosts"] {
+        step(
+            "chmod /etc file",
+            fs::set_permissions(s.join(f), fs::Permissions::from_mode(0o644)),
+        )?;
+    }
+    Ok(s)
 }
 
 /// Mount options that make a tmpfs belong to the sandbox's root (the host sees its ids
@@ -203,8 +272,8 @@ fn mask_proc(r: &Path) -> Result<(), StepError> {
 
 /// A minimal /dev on a small tmpfs: the usual character devices, a private devpts and
 /// /dev/shm.
-fn build_dev(cfg: &InitConfig, rootless: bool) -> Result<(), StepError> {
-    let dev = cfg.rootfs.join("dev");
+fn build_dev(cfg: &InitConfig, r: &Path, rootless: bool) -> Result<(), StepError> {
+    let dev = r.join("dev");
     let owner = tmpfs_owner(cfg);
     // Device nodes are made here (as host root) or bound from the host (rootless, where
     // mknod is not allowed); either way the tmpfs itself cannot hold executables.
