@@ -228,13 +228,70 @@ pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// `close_range(first, ~0, 0)`: closes every fd from `first` up.
-pub fn close_from(first: libc::c_uint) {
-    // SAFETY: closing fds the caller no longer uses; in the exec'd child nothing else
-    // refers to them. Errors (old kernels) are ignored: fds are O_CLOEXEC anyway.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0);
+/// `close_range(first, last, 0)`: closes the fds from `first` to `last` (inclusive).
+/// Only for a forked child about to exec, where nothing else refers to them; errors (old
+/// kernels) are ignored: every fd is close-on-exec anyway.
+pub fn close_range(first: libc::c_uint, last: libc::c_uint) {
+    if first > last {
+        return;
     }
+    // SAFETY: the caller (a child between fork and exec) owns the whole fd table and
+    // uses none of these fds again.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, last, 0);
+    }
+}
+
+/// `dup2(from, to)`: makes `to` refer to what `from` does (a child's stdio).
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the fd table; the caller means to replace `to`.
+    check_int(unsafe { libc::dup2(from, to) })?;
+    Ok(())
+}
+
+/// `accept4(listener, SOCK_CLOEXEC)`.
+pub fn accept(listener: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: a valid listening socket; null address pointers are allowed.
+    let fd = check_int(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    })?;
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the caller has children (exited or not), without reaping any.
+pub fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data; zeroed is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: WNOWAIT only inspects; info is a local.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}
+
+/// SIGPIPE ignored: a write to a vanished peer fails with EPIPE instead of killing us.
+pub fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Clock ticks per second (the unit of /proc start times).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
 }
 
 /// Brings the loopback interface of the current network namespace up.

@@ -277,13 +277,14 @@ mod tests {
     #[test]
     fn base_layer_has_the_user_the_links_and_no_private_keys() {
         let dir = tempfile::tempdir().unwrap();
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = nix::unistd::geteuid().is_root();
         let owner = if root {
             None
         } else {
-            // SAFETY: as above.
-            Some(unsafe { (libc::geteuid(), libc::getegid()) })
+            Some((
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ))
         };
         if !root {
             // chown of /home/user to 1000 needs root.

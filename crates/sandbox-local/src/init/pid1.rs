@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{SockFlag, accept4, getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::Pid;
 
 use crate::protocol::{self, Creds, FromInit, IdMode, InitConfig, ToInit};
 use crate::seccomp::Filter;
@@ -102,10 +103,8 @@ fn setup(
             .map_err(|e| StepError::new("block SIGCHLD", e.into()))?;
         let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| StepError::new("signalfd", e.into()))?;
-        // SAFETY: SIG_IGN for SIGPIPE has no preconditions; a vanished server must not kill init.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
+        // A vanished server must not kill init.
+        sys::ignore_sigpipe();
         timings.mark("signals");
         Ok((filter, sigfd))
     })();
@@ -185,11 +184,9 @@ impl Init {
     /// A new connection (a restarted server) replaces the old one. Only processes
     /// outside this pid namespace (whose pid reads as 0 here) may connect.
     fn accept(&mut self) {
-        let Ok(fd) = accept4(self.listen.as_raw_fd(), SockFlag::SOCK_CLOEXEC) else {
+        let Ok(fd) = sys::accept(&self.listen) else {
             return;
         };
-        // SAFETY: accept4 just returned this fd; we are its only owner.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         match getsockopt(&fd, PeerCredentials) {
             Ok(cred) if cred.pid() == 0 => self.conn = Some(fd),
             _ => drop(fd),
@@ -253,21 +250,18 @@ impl Init {
                 if let Some(&pid) = self.running.get(&id) {
                     // The process leads its own group (setsid); the group takes its
                     // children with it.
-                    // SAFETY: kill with integer arguments; pid is an unreaped child of
-                    // ours, so it cannot have been reused.
-                    unsafe {
-                        libc::kill(-pid, signal);
-                        libc::kill(pid, signal);
+                    // pid is an unreaped child of ours, so it cannot have been reused.
+                    if let Ok(sig) = Signal::try_from(signal) {
+                        let _ = nix::sys::signal::killpg(Pid::from_raw(pid), sig);
+                        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
                     }
                 }
             }
             (ToInit::Ping { seq }, _) => self.reply(&FromInit::Pong { seq }),
             (ToInit::SetDeadline { unix_ms }, _) => self.deadline_ms = unix_ms,
             (ToInit::Shutdown { grace_ms }, _) => {
-                // SAFETY: kill(-1) from pid 1 signals every other process in the namespace.
-                unsafe {
-                    libc::kill(-1, libc::SIGTERM);
-                }
+                // kill(-1) from pid 1 signals every other process in the namespace.
+                let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGTERM);
                 self.shutdown_at = Some(Instant::now() + Duration::from_millis(grace_ms));
                 self.reap();
             }
@@ -297,7 +291,7 @@ impl Init {
                 }
             }
         }
-        if self.shutdown_at.is_some() && !has_children() {
+        if self.shutdown_at.is_some() && !sys::has_children() {
             sys::exit_now(0);
         }
     }
@@ -388,33 +382,18 @@ impl Init {
             (stdio.stdout.as_raw_fd(), 1),
             (stdio.stderr.as_raw_fd(), 2),
         ] {
-            // SAFETY: dup2 on fds this process holds; the targets 0-2 are meant to be replaced.
-            if unsafe { libc::dup2(from, to) } < 0 {
-                return ("dup2", io::Error::last_os_error());
+            if let Err(e) = sys::dup2(from, to) {
+                return ("dup2", e);
             }
         }
         // Close everything else but the error pipe (close-on-exec: exec success closes it).
-        // SAFETY: closing fds of this forked child only.
-        unsafe {
-            libc::syscall(libc::SYS_close_range, 3u32, (err_fd - 1) as u32, 0u32);
-        }
-        sys::close_from((err_fd + 1) as u32);
-        let nofile = libc::rlimit {
-            rlim_cur: self.nofile,
-            rlim_max: self.nofile,
-        };
-        let core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: setrlimit reads the local structs.
-        unsafe {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) < 0 {
-                return ("setrlimit", io::Error::last_os_error());
-            }
-            if libc::setrlimit(libc::RLIMIT_CORE, &core) < 0 {
-                return ("setrlimit", io::Error::last_os_error());
-            }
+        sys::close_range(3, (err_fd - 1) as u32);
+        sys::close_range((err_fd + 1) as u32, u32::MAX);
+        use nix::sys::resource::{Resource, setrlimit};
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, self.nofile, self.nofile)
+            .and_then(|()| setrlimit(Resource::RLIMIT_CORE, 0, 0))
+        {
+            return ("setrlimit", e.into());
         }
         if let Err(e) = sys::drop_bounding_and_ambient() {
             return ("drop capabilities", e);
@@ -464,21 +443,6 @@ impl Init {
         }
         ("exec", last)
     }
-}
-
-fn has_children() -> bool {
-    // SAFETY: waitid with WNOHANG|WNOWAIT only inspects; info is a local.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    !(r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
 /// Everything the child needs, allocated before the fork.

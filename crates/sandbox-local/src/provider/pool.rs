@@ -205,8 +205,7 @@ async fn refill(weak: Weak<Inner>) {
 /// How long a parked sandbox has existed, from its init's start time.
 fn parked_for(inst: &Instance) -> Duration {
     let ticks = sys::process_start_time(inst.init_pid).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let hz = sys::clock_ticks_per_second();
     let uptime = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
