@@ -416,15 +416,20 @@ impl Manager {
         lock(&self.inner.entries).get(id).cloned()
     }
 
+    /// The stored record of a sandbox, or `NotFound`.
+    fn stored(&self, id: &SandboxId) -> Result<SandboxRecord, ManagerError> {
+        self.inner
+            .store
+            .get_sandbox(id)?
+            .ok_or_else(|| ManagerError::NotFound(id.clone()))
+    }
+
     /// The record of any sandbox, active or stopped.
     pub fn get(&self, id: &SandboxId) -> Result<SandboxRecord, ManagerError> {
         if let Some(e) = self.entry(id) {
             return Ok(e.record());
         }
-        self.inner
-            .store
-            .get_sandbox(id)?
-            .ok_or_else(|| ManagerError::NotFound(id.clone()))
+        self.stored(id)
     }
 
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxRecord>, ManagerError> {
@@ -598,11 +603,7 @@ impl Manager {
         force: bool,
     ) -> Result<TerminateOutcome, ManagerError> {
         let Some(entry) = self.entry(id) else {
-            let record = self
-                .inner
-                .store
-                .get_sandbox(id)?
-                .ok_or_else(|| ManagerError::NotFound(id.clone()))?;
+            let record = self.stored(id)?;
             return Ok(TerminateOutcome {
                 record,
                 already_stopped: true,
@@ -683,11 +684,7 @@ impl Manager {
         log_lines: usize,
     ) -> Result<StatusReport, ManagerError> {
         let Some(entry) = self.entry(id) else {
-            let record = self
-                .inner
-                .store
-                .get_sandbox(id)?
-                .ok_or_else(|| ManagerError::NotFound(id.clone()))?;
+            let record = self.stored(id)?;
             let end = record.stopped_at.unwrap_or(record.created_at);
             let reason = record.stop_reason.unwrap_or(StopReason::Lost);
             let health = if reason.is_normal() {

@@ -98,6 +98,14 @@ pub enum Version {
     V2,
 }
 
+/// The monotonic counters of one group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCounters {
+    pub cpu_usage_ns: u64,
+    pub oom_kills: u64,
+    pub pids_limit_hits: u64,
+}
+
 /// A snapshot of one group's usage. Values a missing controller cannot provide are 0 (counts)
 /// or `u64::MAX` (limits).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -635,6 +643,15 @@ impl Cgroup {
         match &self.dirs {
             Dirs::V1(d) => v1::set_limits(d, limits),
             Dirs::V2(d) => v2::set_limits(d, limits),
+        }
+    }
+
+    /// The monotonic counters only (CPU time, OOM kills, refused forks): three small
+    /// reads, for sampling many groups often.
+    pub fn counters(&self) -> Result<CgroupCounters, CgroupError> {
+        match &self.dirs {
+            Dirs::V1(d) => v1::counters(d),
+            Dirs::V2(d) => v2::counters(d),
         }
     }
 

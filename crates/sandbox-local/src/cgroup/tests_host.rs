@@ -210,6 +210,63 @@ fn v1_host_limits_join_stats_kill_remove() {
     }
 }
 
+/// The value of `file` in whichever of the group's directories has it.
+fn file(cg: &Cgroup, name: &str) -> String {
+    cg.dirs()
+        .into_iter()
+        .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+        .unwrap_or_else(|| panic!("{name} not found"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn v1_host_set_limits_raises_and_lowers_memory_and_swap_in_order() {
+    let Some(h) = host(None, Version::V1, V1_ALL) else {
+        return;
+    };
+    let cg = h.groups.create("lim", &LIMITS).unwrap();
+    let has_memsw = cg
+        .dirs()
+        .iter()
+        .any(|d| d.join("memory.memsw.limit_in_bytes").exists());
+    for (mb, cpu, pids) in [(512u64, 1.5, 200u64), (128, 0.25, 8), (1024, 1.0, 512)] {
+        let limits = CgroupLimits {
+            memory_bytes: mb << 20,
+            cpu_quota: Some(cpu),
+            pids_max: pids,
+        };
+        cg.set_limits(&limits)
+            .unwrap_or_else(|e| panic!("setting {mb} MB: {e}"));
+        assert_eq!(file(&cg, "memory.limit_in_bytes"), (mb << 20).to_string());
+        if has_memsw {
+            assert_eq!(
+                file(&cg, "memory.memsw.limit_in_bytes"),
+                (mb << 20).to_string()
+            );
+        }
+        assert_eq!(
+            file(&cg, "cpu.cfs_quota_us"),
+            ((cpu * 100_000.0) as u64).to_string()
+        );
+        assert_eq!(file(&cg, "pids.max"), pids.to_string());
+    }
+    // The counters read only three files but agree with the full statistics.
+    let mut child = Child::gated("i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exec sleep 30");
+    cg.join(child.pid()).unwrap();
+    child.release();
+    sleep(Duration::from_millis(500));
+    let c = cg.counters().unwrap();
+    let s = cg.stats().unwrap();
+    assert_eq!(
+        (c.oom_kills, c.pids_limit_hits),
+        (s.oom_kills, s.pids_limit_hits)
+    );
+    assert!(c.cpu_usage_ns > 0 && c.cpu_usage_ns <= s.cpu_usage_ns);
+    cg.kill_all().unwrap();
+    cg.remove().unwrap();
+}
+
 #[test]
 fn v1_host_memory_hog_is_oom_killed() {
     let Some(h) = host(None, Version::V1, V1_ALL) else {

@@ -242,6 +242,19 @@ pub(crate) fn set_limits(dirs: &Dirs, limits: &CgroupLimits) -> Result<(), Cgrou
     Ok(())
 }
 
+/// CPU time, OOM kills and refused forks.
+pub(crate) fn counters(dirs: &Dirs) -> Result<super::CgroupCounters, CgroupError> {
+    let mut c = super::CgroupCounters::default();
+    if let Some(d) = &dirs.cpuacct {
+        c.cpu_usage_ns = read_num(&d.join("cpuacct.usage"), stats::parse_u64)?.unwrap_or(0);
+    }
+    c.oom_kills = oom_kills(dirs)?;
+    if let Some(d) = &dirs.pids {
+        c.pids_limit_hits = read_keyed(&d.join("pids.events"), "max")?;
+    }
+    Ok(c)
+}
+
 /// The `oom_kill` count of memory.oom_control.
 pub(crate) fn oom_kills(dirs: &Dirs) -> Result<u64, CgroupError> {
     match &dirs.memory {

@@ -217,6 +217,18 @@ pub(crate) fn set_limits(dir: &Path, limits: &CgroupLimits) -> Result<(), Cgroup
     Ok(())
 }
 
+/// CPU time, OOM kills and refused forks.
+pub(crate) fn counters(dir: &Path) -> Result<super::CgroupCounters, CgroupError> {
+    let cpu = fs::read_opt(&dir.join("cpu.stat"))?
+        .and_then(|t| stats::keyed(&t, "usage_usec"))
+        .unwrap_or(0);
+    Ok(super::CgroupCounters {
+        cpu_usage_ns: cpu.saturating_mul(1000),
+        oom_kills: oom_kills(dir)?,
+        pids_limit_hits: read_keyed(&dir.join("pids.events"), "max")?,
+    })
+}
+
 /// The `oom_kill` count of memory.events.
 pub(crate) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
     if dir.join("memory.events").exists() {

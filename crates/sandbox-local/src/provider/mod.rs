@@ -648,13 +648,13 @@ impl Provider for LocalProvider {
         let Some(cg) = &sb.cgroup else {
             return Ok(Counters::default());
         };
-        let s = cg
-            .stats()
-            .map_err(|e| ProviderError::Internal(format!("reading cgroup statistics: {e}")))?;
+        let c = cg
+            .counters()
+            .map_err(|e| ProviderError::Internal(format!("reading cgroup counters: {e}")))?;
         Ok(Counters {
-            cpu_usage_ns: s.cpu_usage_ns,
-            oom_kills: s.oom_kills,
-            pids_limit_hits: s.pids_limit_hits,
+            cpu_usage_ns: c.cpu_usage_ns,
+            oom_kills: c.oom_kills,
+            pids_limit_hits: c.pids_limit_hits,
         })
     }
 
