@@ -34,7 +34,8 @@ pub enum IdMode {
 /// Everything init needs to build the sandbox.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InitConfig {
-    pub sandbox_id: String,
+    /// The slot this init serves (also its hostname).
+    pub slot: String,
     pub hostname: String,
     /// An empty host directory, the same for every sandbox: init mounts a tmpfs on it in
     /// its own mount namespace and makes its mount points and per-sandbox files there,

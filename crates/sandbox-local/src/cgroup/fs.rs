@@ -64,17 +64,18 @@ pub(crate) fn mkdir(path: &Path, exist_ok: bool) -> Result<bool, CgroupError> {
 }
 
 /// Removes a group directory, retrying `EBUSY` until `timeout` while its last tasks exit. A
-/// missing directory is fine. `fake` (fixture trees) deletes the regular files first, which
-/// cgroupfs does by itself.
-pub(crate) fn rmdir(path: &Path, timeout: Duration, fake: bool) -> Result<(), CgroupError> {
+/// missing directory is fine. cgroupfs removes a group's interface files with it; a plain
+/// directory tree standing in for a hierarchy (test fixtures) needs them deleted first.
+pub(crate) fn rmdir(path: &Path, timeout: Duration) -> Result<(), CgroupError> {
     let start = Instant::now();
     loop {
-        if fake {
-            remove_plain_files(path);
-        }
         let err = match fs::remove_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !on_cgroupfs(path) => {
+                remove_plain_files(path);
+                continue;
+            }
             Err(e) => e,
         };
         if err.raw_os_error() != Some(libc::EBUSY) || start.elapsed() >= timeout {
@@ -85,6 +86,16 @@ pub(crate) fn rmdir(path: &Path, timeout: Duration, fake: bool) -> Result<(), Cg
         }
         sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether `path` is on a cgroup (v1 or v2) filesystem.
+fn on_cgroupfs(path: &Path) -> bool {
+    const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| {
+        let t = s.filesystem_type().0;
+        t == CGROUP_SUPER_MAGIC || t == CGROUP2_SUPER_MAGIC
+    })
 }
 
 fn remove_plain_files(dir: &Path) {

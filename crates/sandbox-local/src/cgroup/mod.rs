@@ -249,13 +249,6 @@ impl Kernel {
         Ok(made)
     }
 
-    fn is_fake(&self) -> bool {
-        #[cfg(test)]
-        return self.populate.is_some();
-        #[cfg(not(test))]
-        false
-    }
-
     fn v2_controllers(&self) -> &[&str] {
         #[cfg(test)]
         if let Some(c) = self.v2_controllers {
@@ -486,7 +479,6 @@ impl Cgroups {
         let cg = Cgroup {
             name: name.to_owned(),
             dirs: self.parents.child(name),
-            fake: self.kernel.is_fake(),
         };
         let mut made = Vec::new();
         let mut result = Ok(());
@@ -507,7 +499,7 @@ impl Cgroups {
         }
         if let Err(e) = result {
             for dir in made.iter().rev() {
-                if let Err(undo) = fs::rmdir(dir, REMOVE_TIMEOUT, cg.fake) {
+                if let Err(undo) = fs::rmdir(dir, REMOVE_TIMEOUT) {
                     tracing::warn!(error = %undo, "cleanup after failed cgroup create");
                 }
             }
@@ -529,7 +521,6 @@ impl Cgroups {
         any.then(|| Cgroup {
             name: name.to_owned(),
             dirs,
-            fake: self.kernel.is_fake(),
         })
     }
 
@@ -550,7 +541,7 @@ impl Cgroups {
     /// test is done. A v2 `<parent_name>-server` leaf holding this process stays.
     pub fn remove_parents(&self) -> Result<(), CgroupError> {
         for dir in self.parents.unique() {
-            fs::rmdir(&dir, REMOVE_TIMEOUT, self.kernel.is_fake())?;
+            fs::rmdir(&dir, REMOVE_TIMEOUT)?;
         }
         Ok(())
     }
@@ -562,8 +553,6 @@ impl Cgroups {
 pub struct Cgroup {
     name: String,
     dirs: Dirs,
-    #[serde(skip)]
-    fake: bool,
 }
 
 impl Cgroup {
@@ -745,7 +734,7 @@ impl Cgroup {
     /// [`kill_all`](Self::kill_all) first.
     pub fn remove(&self) -> Result<(), CgroupError> {
         for dir in self.dirs() {
-            fs::rmdir(&dir, REMOVE_TIMEOUT, self.fake)?;
+            fs::rmdir(&dir, REMOVE_TIMEOUT)?;
         }
         Ok(())
     }

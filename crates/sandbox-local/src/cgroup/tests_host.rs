@@ -475,7 +475,7 @@ impl Drop for LeafCleanup {
             self.own.join("qb-server"),
             self.own.clone(),
         ] {
-            if let Err(e) = fs::rmdir(&d, REMOVE_TIMEOUT, false) {
+            if let Err(e) = fs::rmdir(&d, REMOVE_TIMEOUT) {
                 eprintln!("cleanup: {e}");
             }
         }

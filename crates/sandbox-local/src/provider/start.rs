@@ -154,7 +154,7 @@ async fn start_init(
         .map_err(io_err(format!("starting {}", inner.cfg.init_exe.display())))?;
     let afd = client::async_socket(ours).map_err(io_err("control socket"))?;
     let cfg = InitConfig {
-        sandbox_id: slot.to_owned(),
+        slot: slot.to_owned(),
         hostname: slot.to_owned(),
         scratch: inner.cfg.data_dir.join("scratch"),
         root_layers: tpl.root_layers.clone(),
