@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// Fills `n` characters from the 36-letter alphabet with rejection sampling (no modulo bias).
-fn random_chars(n: usize) -> String {
+pub(crate) fn random_chars(n: usize) -> String {
     let mut out = String::with_capacity(n);
     let mut buf = [0u8; 64];
     while out.len() < n {

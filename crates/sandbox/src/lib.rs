@@ -2,6 +2,7 @@
 //! that engines implement, the persistence port, and the [`Manager`] that owns every
 //! sandbox's lifecycle. No syscalls, no HTTP, no SQL live here.
 
+pub mod deployment;
 pub mod id;
 pub mod logs;
 pub mod manager;
@@ -20,5 +21,8 @@ pub use provider::{
     Adoption, Counters, LimitSupport, OutputSink, Provider, ProviderError, ProviderInfo,
     Termination, UnexpectedExit,
 };
-pub use store::{SandboxStore, StoreError};
+pub use deployment::{
+    AutoScale, DeploymentConfig, DeploymentEvent, DeploymentId, DeploymentRecord, DeploymentStatus,
+};
+pub use store::{DeploymentStore, SandboxStore, StoreError};
 pub use time::Timestamp;

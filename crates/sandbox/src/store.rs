@@ -1,6 +1,7 @@
 //! The persistence port of the manager. The `store` crate implements it; the manager
 //! never sees SQL.
 
+use crate::deployment::{DeploymentEvent, DeploymentId, DeploymentRecord};
 use crate::id::SandboxId;
 use crate::model::{ExecutionRecord, ListFilter, LogLine, SandboxRecord};
 
@@ -32,4 +33,24 @@ pub trait SandboxStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The last `n` lines, oldest first.
     fn recent_logs(&self, sandbox: &SandboxId, n: usize) -> Result<Vec<LogLine>, StoreError>;
+}
+
+/// The persistence of deployments.
+pub trait DeploymentStore: Send + Sync + 'static {
+    /// Inserts or replaces the whole record.
+    fn put_deployment(&self, d: &DeploymentRecord) -> Result<(), StoreError>;
+    fn get_deployment(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>, StoreError>;
+    /// Newest first; deleted ones only when asked.
+    fn list_deployments(&self, include_deleted: bool) -> Result<Vec<DeploymentRecord>, StoreError>;
+    fn append_deployment_event(
+        &self,
+        id: &DeploymentId,
+        event: &DeploymentEvent,
+    ) -> Result<(), StoreError>;
+    /// The last `n` events, oldest first.
+    fn deployment_events(
+        &self,
+        id: &DeploymentId,
+        n: usize,
+    ) -> Result<Vec<DeploymentEvent>, StoreError>;
 }
