@@ -581,13 +581,7 @@ impl Ops {
         }
         let user = match input.user.unwrap_or(UserName::User) {
             UserName::User => ExecUser::User,
-            UserName::Root => {
-                return Err(OpError::new(
-                    ErrorCode::FailedPrecondition,
-                    "user: `root` inside sandboxes is not available on this server yet; run as `user`",
-                )
-                .with_details(json!({"field": "user"})));
-            }
+            UserName::Root => ExecUser::Root,
         };
         let record = self.manager.get(&id)?;
         let mut env = record.env_vars.clone();

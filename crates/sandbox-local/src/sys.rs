@@ -313,22 +313,34 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// Drops every capability from the bounding set (needs CAP_SETPCAP) and clears the
-/// ambient set, so nothing executed later can regain one.
-pub fn drop_bounding_and_ambient() -> io::Result<()> {
+/// Capabilities root inside a sandbox keeps (in its own user namespace only): what
+/// installing software and running services as root needs, as in Docker's default set
+/// minus what the sandbox never needs (raw sockets, mknod, chroot).
+pub const SANDBOX_ROOT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// Drops every capability not in `keep` from the bounding set (needs CAP_SETPCAP) and
+/// clears the ambient set, so nothing executed later can gain one outside `keep`.
+pub fn restrict_bounding_set(keep: &[u32]) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    check_int(unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    })?;
-    for cap in 0..=63 {
+    check_int(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })?;
+    for cap in 0..=63u32 {
+        if keep.contains(&cap) {
+            continue;
+        }
         // SAFETY: prctl with integer arguments only; EINVAL marks the end of known caps.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINVAL) {
@@ -340,8 +352,9 @@ pub fn drop_bounding_and_ambient() -> io::Result<()> {
     Ok(())
 }
 
-/// Clears the effective, permitted and inheritable capability sets of the caller.
-pub fn clear_capabilities() -> io::Result<()> {
+/// Sets the effective and permitted capability sets of the caller to `keep` and the
+/// inheritable set to nothing.
+pub fn set_capabilities(keep: &[u32]) -> io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -359,11 +372,16 @@ pub fn clear_capabilities() -> io::Result<()> {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [Data {
+    let mut data = [Data {
         effective: 0,
         permitted: 0,
         inheritable: 0,
     }; 2];
+    for &cap in keep {
+        let (word, bit) = ((cap / 32) as usize, cap % 32);
+        data[word].effective |= 1 << bit;
+        data[word].permitted |= 1 << bit;
+    }
     // SAFETY: capset reads a v3 header and two data structs we own.
     check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) })?;
     Ok(())

@@ -1,9 +1,10 @@
-//! Durable state of quantbox: the SQLite implementation of the manager's persistence port,
-//! [`quantbox_sandbox::SandboxStore`].
+//! Durable state of quantbox: the SQLite implementation of the manager's persistence ports,
+//! [`quantbox_sandbox::SandboxStore`] and [`quantbox_sandbox::DeploymentStore`].
 //!
-//! The manager keeps sandboxes, executions and recent log lines in memory while it runs,
-//! but it must find them again after a restart (to adopt or clean up what survived, and to
-//! mark interrupted executions), and users list stopped sandboxes long after they ended.
+//! The manager keeps sandboxes, executions, recent log lines and deployments in memory
+//! while it runs, but it must find them again after a restart (to adopt or clean up what
+//! survived, to mark interrupted executions, to keep deployments at their size), and users
+//! list stopped sandboxes and deleted deployments long after they ended.
 //! This crate is the only place that knows SQL: one embedded SQLite file (WAL, one
 //! connection behind a mutex), a schema that evolves through ordered, embedded migrations,
 //! and decoding that turns a damaged row into an error naming its table, id and column
@@ -21,16 +22,19 @@ use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
 
 pub use quantbox_sandbox::StoreError;
 use quantbox_sandbox::{
+    DeploymentEvent, DeploymentId, DeploymentRecord, DeploymentStatus, DeploymentStore,
     ExecutionRecord, ListFilter, LogLine, SandboxId, SandboxRecord, SandboxStatus, SandboxStore,
     Stream,
 };
 
-use rows::{decode_execution, decode_log_line, decode_sandbox};
+use rows::{
+    decode_deployment, decode_deployment_event, decode_execution, decode_log_line, decode_sandbox,
+};
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
-/// A [`SandboxStore`] in one SQLite database.
+/// A [`SandboxStore`] and [`DeploymentStore`] in one SQLite database.
 ///
 /// Every call takes the connection's mutex for the length of one short statement or
 /// transaction. Several processes (or several `SqliteStore`s) may open the same file:
@@ -147,10 +151,15 @@ const EXECUTION_COLUMNS: &str = "id, sandbox_id, command, args, cwd, user, statu
      exit_code, signal, timed_out, oom_killed, sandbox_ended, stdout, stderr, stdout_truncated, \
      stderr_truncated, error, started_at, finished_at";
 
+const DEPLOYMENT_COLUMNS: &str = "id, template, category, config, status, desired_instances, \
+     autoscale_enabled, min_instances, max_instances, target_cpu_percent, created_at, updated_at";
+
 static SANDBOX_UPSERT: LazyLock<String> =
     LazyLock::new(|| upsert_sql("sandboxes", SANDBOX_COLUMNS));
 static EXECUTION_UPSERT: LazyLock<String> =
     LazyLock::new(|| upsert_sql("executions", EXECUTION_COLUMNS));
+static DEPLOYMENT_UPSERT: LazyLock<String> =
+    LazyLock::new(|| upsert_sql("deployments", DEPLOYMENT_COLUMNS));
 
 /// `INSERT ... ON CONFLICT(id) DO UPDATE`: replaces a row in place. (`INSERT OR REPLACE`
 /// would delete it first, which rows referencing it by foreign key forbid.)
@@ -380,6 +389,135 @@ impl SandboxStore for SqliteStore {
         let mut out = Vec::new();
         while let Some(row) = rows.next().ctx(what)? {
             out.push(decode_log_line(row)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+impl DeploymentStore for SqliteStore {
+    fn put_deployment(&self, d: &DeploymentRecord) -> Result<(), StoreError> {
+        let what = || format!("insert deployment {}", d.id);
+        let col = |c: &str, e: &dyn fmt::Display| StoreError(format!("{}: {c}: {e}", what()));
+        // JSON writes a non-finite number as `null`, which would not read back; SQLite
+        // stores NaN as NULL. Refuse both here rather than fail on every later read.
+        if !d.config.cpu_count.is_finite() {
+            return Err(col(
+                "config.cpu_count",
+                &format_args!("{} cannot be stored", d.config.cpu_count),
+            ));
+        }
+        if d.auto_scale.target_cpu_percent.is_nan() {
+            return Err(col("target_cpu_percent", &"NaN cannot be stored"));
+        }
+        let config = serde_json::to_string(&d.config).map_err(|e| col("config", &e))?;
+
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&DEPLOYMENT_UPSERT).ctx(what)?;
+        stmt.execute(params![
+            d.id.as_str(),
+            d.template,
+            d.category,
+            config,
+            d.status.as_str(),
+            d.desired_instances,
+            d.auto_scale.enabled,
+            d.auto_scale.min_instances,
+            d.auto_scale.max_instances,
+            d.auto_scale.target_cpu_percent,
+            d.created_at.unix_ms(),
+            d.updated_at.unix_ms(),
+        ])
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn get_deployment(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>, StoreError> {
+        let what = || format!("get deployment {id}");
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"
+            ))
+            .ctx(what)?;
+        let mut rows = stmt.query([id.as_str()]).ctx(what)?;
+        match rows.next().ctx(what)? {
+            Some(row) => decode_deployment(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_deployments(&self, include_deleted: bool) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let what = || "list deployments".to_owned();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+                 WHERE ?1 OR status <> ?2
+                 ORDER BY created_at DESC, id ASC"
+            ))
+            .ctx(what)?;
+        let mut rows = stmt
+            .query(params![include_deleted, DeploymentStatus::Deleted.as_str()])
+            .ctx(what)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().ctx(what)? {
+            out.push(decode_deployment(row)?);
+        }
+        Ok(out)
+    }
+
+    fn append_deployment_event(
+        &self,
+        id: &DeploymentId,
+        event: &DeploymentEvent,
+    ) -> Result<(), StoreError> {
+        let what = || format!("append `{}` event of deployment {id}", event.kind);
+        let details = serde_json::to_string(&event.details)
+            .map_err(|e| StoreError(format!("{}: details: {e}", what())))?;
+        let conn = self.conn();
+        // One statement: the check that the deployment exists and the insert cannot be
+        // separated by another connection's write. (The foreign key is the backstop.)
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO deployment_events (deployment_id, at, kind, message, details)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE EXISTS (SELECT 1 FROM deployments WHERE id = ?1)",
+            )
+            .ctx(what)?;
+        let inserted = stmt
+            .execute(params![
+                id.as_str(),
+                event.at.unix_ms(),
+                event.kind,
+                event.message,
+                details,
+            ])
+            .ctx(what)?;
+        if inserted == 0 {
+            return Err(StoreError(format!("{}: no such deployment", what())));
+        }
+        Ok(())
+    }
+
+    fn deployment_events(
+        &self,
+        id: &DeploymentId,
+        n: usize,
+    ) -> Result<Vec<DeploymentEvent>, StoreError> {
+        let what = || format!("read recent events of deployment {id}");
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, at, kind, message, details FROM deployment_events
+                 WHERE deployment_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .ctx(what)?;
+        let mut rows = stmt.query(params![id.as_str(), n]).ctx(what)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().ctx(what)? {
+            out.push(decode_deployment_event(row)?);
         }
         out.reverse();
         Ok(out)

@@ -9,6 +9,7 @@ use rusqlite::Row;
 use rusqlite::types::FromSql;
 
 use quantbox_sandbox::{
+    AutoScale, DeploymentConfig, DeploymentEvent, DeploymentId, DeploymentRecord, DeploymentStatus,
     ExecOutcome, ExecStatus, ExecUser, ExecutionId, ExecutionRecord, LogLine, Resources, SandboxId,
     SandboxRecord, SandboxStatus, StopReason, StoreError, Stream, Timestamp,
 };
@@ -172,5 +173,40 @@ pub(crate) fn decode_log_line(row: &Row<'_>) -> Result<LogLine, StoreError> {
         at: c.time("at")?,
         stream: c.enumeration("stream", Stream::parse)?,
         line: c.get("line")?,
+    })
+}
+
+/// Decodes a row selected with `DEPLOYMENT_COLUMNS`.
+pub(crate) fn decode_deployment(row: &Row<'_>) -> Result<DeploymentRecord, StoreError> {
+    let c = RowCtx::new::<String>(row, "deployments")?;
+    let id: String = c.get("id")?;
+    Ok(DeploymentRecord {
+        id: DeploymentId::parse(&id)
+            .ok_or_else(|| c.bad("id", format_args!("malformed deployment id `{id}`")))?,
+        template: c.get("template")?,
+        category: c.get("category")?,
+        config: c.json("config", |s| serde_json::from_str::<DeploymentConfig>(s))?,
+        status: c.enumeration("status", DeploymentStatus::parse)?,
+        // rusqlite refuses an INTEGER outside u32's range instead of wrapping it.
+        desired_instances: c.get("desired_instances")?,
+        auto_scale: AutoScale {
+            enabled: c.get("autoscale_enabled")?,
+            min_instances: c.get("min_instances")?,
+            max_instances: c.get("max_instances")?,
+            target_cpu_percent: c.get("target_cpu_percent")?,
+        },
+        created_at: c.time("created_at")?,
+        updated_at: c.time("updated_at")?,
+    })
+}
+
+/// Decodes a row of `id, at, kind, message, details` from `deployment_events`.
+pub(crate) fn decode_deployment_event(row: &Row<'_>) -> Result<DeploymentEvent, StoreError> {
+    let c = RowCtx::new::<i64>(row, "deployment_events")?;
+    Ok(DeploymentEvent {
+        at: c.time("at")?,
+        kind: c.get("kind")?,
+        message: c.get("message")?,
+        details: c.json("details", |s| serde_json::from_str::<serde_json::Value>(s))?,
     })
 }

@@ -90,6 +90,38 @@ impl Engine {
         out["sandbox_id"].as_str().unwrap().to_owned()
     }
 
+    /// Runs a shell line as `user` (`"user"` or `"root"`) and returns the whole result.
+    pub async fn sh_as(&self, id: &str, cmd: &str, user: &str) -> Value {
+        self.call(
+            "execute_e2b_process",
+            json!({"sandbox_id": id, "command": cmd, "timeout": 60, "user": user}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("exec of {cmd:?} as {user} failed: {e}"))
+    }
+
+    /// Runs a shell line as `user` that must succeed and returns its stdout.
+    pub async fn ok_as(&self, id: &str, cmd: &str, user: &str) -> String {
+        let r = self.sh_as(id, cmd, user).await;
+        assert_eq!(r["exit_code"], 0, "{cmd:?} as {user} failed: {r:#}");
+        r["stdout"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs python code as `user`; returns (exit code, stdout + stderr).
+    pub async fn py_as(&self, id: &str, code: &str, user: &str) -> (i64, String) {
+        let r = self
+            .call(
+                "execute_e2b_process",
+                json!({"sandbox_id": id, "command": "python3", "args": ["-c", code], "timeout": 60, "user": user}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("python failed to start: {e}"));
+        (
+            r["exit_code"].as_i64().unwrap_or(-1),
+            format!("{}{}", r["stdout"].as_str().unwrap(), r["stderr"].as_str().unwrap()),
+        )
+    }
+
     /// Runs a shell line and returns the whole result.
     pub async fn sh(&self, id: &str, cmd: &str) -> Value {
         self.call(

@@ -395,7 +395,14 @@ impl Init {
         {
             return ("setrlimit", e.into());
         }
-        if let Err(e) = sys::drop_bounding_and_ambient() {
+        // The user gets no capabilities at all; root keeps a small set, valid only in the
+        // sandbox's user namespace.
+        let caps: &[u32] = if creds.uid == 0 {
+            sys::SANDBOX_ROOT_CAPS
+        } else {
+            &[]
+        };
+        if let Err(e) = sys::restrict_bounding_set(caps) {
             return ("drop capabilities", e);
         }
         let gid = nix::unistd::Gid::from_raw(creds.gid);
@@ -411,12 +418,10 @@ impl Init {
         if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
             return ("setuid", e.into());
         }
-        if creds.uid != 0 {
-            // A rootless init already had uid 1000, so setuid cleared nothing: clear
-            // the capabilities explicitly.
-            if let Err(e) = sys::clear_capabilities() {
-                return ("drop capabilities", e);
-            }
+        // setuid away from root clears capabilities, but a rootless init already had
+        // uid 1000 (nothing changed), and root keeps its own: set them explicitly.
+        if let Err(e) = sys::set_capabilities(caps) {
+            return ("drop capabilities", e);
         }
         if let Err(e) = nix::unistd::chdir(p.cwd.as_c_str()) {
             return ("chdir", e.into());
