@@ -4,10 +4,12 @@
 //! [`Ops::call`] and back; they never reach the manager, the store or a provider.
 
 pub mod args;
+pub mod deployments;
 pub mod error;
+pub mod health;
 pub mod sandboxes;
 
-use quantbox_sandbox::Manager;
+use quantbox_sandbox::{Deployments, Manager};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +27,7 @@ pub struct HostLimits {
 #[derive(Clone)]
 pub struct Ops {
     manager: Manager,
+    deployments: Deployments,
     limits: HostLimits,
 }
 
@@ -106,6 +109,27 @@ pub fn tools() -> Vec<ToolDef> {
             input_schema: schema::<StatusInput>(),
             output_schema: schema::<StatusOutput>(),
         },
+        ToolDef {
+            name: "deploy_e2b_template",
+            title: "Deploy a template",
+            description: "Starts a deployment: a named group of sandboxes made from one template with one configuration (resources, environment, files, setup commands). Returns the deployment id and its first instance. A failing setup step fails the deployment and removes what was made; the error carries that step's output.",
+            input_schema: schema::<deployments::DeployInput>(),
+            output_schema: schema::<deployments::DeployOutput>(),
+        },
+        ToolDef {
+            name: "scale_e2b_deployment",
+            title: "Scale a deployment",
+            description: "Sets a deployment's number of instances (creating them concurrently, or terminating the newest first); every instance's outcome is reported. With `auto_scale`, `instance_count` is the maximum and a controller keeps the deployment between `min_instances` and it by the instances' mean CPU, replacing instances that die.",
+            input_schema: schema::<deployments::ScaleInput>(),
+            output_schema: schema::<deployments::ScaleOutput>(),
+        },
+        ToolDef {
+            name: "monitor_e2b_health",
+            title: "Fleet health",
+            description: "Health of all active sandboxes: an overall verdict and score (the share of active sandboxes that are healthy), counts, mean CPU and memory, the issues found, the providers' state and, when asked, every sandbox with its own health and reasons.",
+            input_schema: schema::<health::HealthInput>(),
+            output_schema: schema::<health::HealthOutput>(),
+        },
     ]
 }
 
@@ -114,8 +138,12 @@ fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
 }
 
 impl Ops {
-    pub fn new(manager: Manager, limits: HostLimits) -> Self {
-        Self { manager, limits }
+    pub fn new(manager: Manager, deployments: Deployments, limits: HostLimits) -> Self {
+        Self {
+            manager,
+            deployments,
+            limits,
+        }
     }
 
     pub fn manager(&self) -> &Manager {
@@ -142,6 +170,9 @@ impl Ops {
             "get_e2b_sandbox_status" => {
                 to_value(self.get_e2b_sandbox_status(args::parse(args)?).await?)
             }
+            "deploy_e2b_template" => to_value(self.deploy_e2b_template(args::parse(args)?).await?),
+            "scale_e2b_deployment" => to_value(self.scale_e2b_deployment(args::parse(args)?).await?),
+            "monitor_e2b_health" => to_value(self.monitor_e2b_health(args::parse(args)?).await?),
             other if CONTRACT_TOOLS.contains(&other) => Err(OpError::new(
                 ErrorCode::Unavailable,
                 format!(

@@ -325,7 +325,25 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), OpError> {
+/// A template name: 1 to 64 of [A-Za-z0-9._-], not starting with `.` or `-`.
+pub(crate) fn check_template_name(field: &str, name: &str) -> Result<(), OpError> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with(['.', '-'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(OpError::invalid(
+            field,
+            format!(
+                "a template name is 1 to 64 characters of [A-Za-z0-9._-], not starting with `.` or `-` (no `/`), got {:?}",
+                truncate(name, 80)
+            ),
+        ))
+    }
+}
+
+pub(crate) fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), OpError> {
     if env.len() > MAX_MAP_ENTRIES {
         return Err(OpError::invalid(
             field,
@@ -353,7 +371,7 @@ fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), OpError>
     Ok(())
 }
 
-fn check_metadata(meta: &BTreeMap<String, String>) -> Result<(), OpError> {
+pub(crate) fn check_metadata(meta: &BTreeMap<String, String>) -> Result<(), OpError> {
     if meta.len() > MAX_MAP_ENTRIES {
         return Err(OpError::invalid(
             "metadata",
@@ -371,11 +389,11 @@ fn check_metadata(meta: &BTreeMap<String, String>) -> Result<(), OpError> {
     Ok(())
 }
 
-fn parse_id(s: &str) -> Result<SandboxId, OpError> {
+pub(crate) fn parse_id(s: &str) -> Result<SandboxId, OpError> {
     SandboxId::parse(s).map_err(|e| OpError::invalid("sandbox_id", e.to_string()))
 }
 
-fn ts(t: Timestamp) -> String {
+pub(crate) fn ts(t: Timestamp) -> String {
     t.to_rfc3339()
 }
 
@@ -695,5 +713,63 @@ impl Ops {
                 })
                 .collect(),
         })
+    }
+}
+
+/// Arguments of the lifetime change (REST `POST /api/v1/sandboxes/{id}/timeout`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutInput {
+    pub sandbox_id: String,
+    /// The rest of the sandbox's lifetime, seconds from now (1 to 86400); for a paused
+    /// sandbox, from when it resumes.
+    pub timeout: i64,
+}
+
+/// What pause, resume and a lifetime change return.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LifecycleOutput {
+    pub sandbox_id: String,
+    pub status: String,
+    pub expires_at: String,
+    /// While paused, the lifetime left when it resumes, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_s: Option<f64>,
+    pub message: String,
+}
+
+fn lifecycle_out(r: &SandboxRecord, message: String) -> LifecycleOutput {
+    LifecycleOutput {
+        sandbox_id: r.id.to_string(),
+        status: r.status.as_str().to_owned(),
+        expires_at: ts(r.expires_at),
+        remaining_s: r
+            .paused_at
+            .map(|p| r.expires_at.ms_since(p).max(0) as f64 / 1000.0),
+        message,
+    }
+}
+
+impl Ops {
+    /// Freezes a running sandbox (no CPU; memory and files kept; lifetime clock stopped).
+    pub async fn pause_sandbox(&self, sandbox_id: &str) -> Result<LifecycleOutput, OpError> {
+        let id = parse_id(sandbox_id)?;
+        let r = self.manager.pause(&id).await?;
+        Ok(lifecycle_out(&r, format!("sandbox {id} is paused; its lifetime clock stopped")))
+    }
+
+    /// Thaws a paused sandbox.
+    pub async fn resume_sandbox(&self, sandbox_id: &str) -> Result<LifecycleOutput, OpError> {
+        let id = parse_id(sandbox_id)?;
+        let r = self.manager.resume(&id).await?;
+        Ok(lifecycle_out(&r, format!("sandbox {id} runs again; it expires at {}", ts(r.expires_at))))
+    }
+
+    /// Extends or shortens a sandbox's lifetime.
+    pub async fn set_sandbox_timeout(&self, input: TimeoutInput) -> Result<LifecycleOutput, OpError> {
+        let id = parse_id(&input.sandbox_id)?;
+        let t = int_in("timeout", input.timeout, 1, 86_400)?;
+        let r = self.manager.set_timeout(&id, Duration::from_secs(t as u64)).await?;
+        Ok(lifecycle_out(&r, format!("sandbox {id}'s lifetime is now {t} s")))
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use quantbox_ops::{HostLimits, Ops};
-use quantbox_sandbox::{Manager, ManagerConfig, Provider};
+use quantbox_sandbox::{
+    DeploymentStore, Deployments, DeploymentsConfig, Manager, ManagerConfig, Provider, SandboxStore,
+};
 use quantbox_sandbox_local::{LocalConfig, LocalProvider};
 use quantbox_store::SqliteStore;
 
@@ -24,6 +26,8 @@ pub struct EngineConfig {
     pub cgroup_parent: String,
     /// Started sandboxes kept ready for `create` (0: none).
     pub warm_pool: usize,
+    /// How often deployments' auto-scalers sample their instances.
+    pub autoscale_interval: Duration,
 }
 
 /// The default data directory: /var/lib/quantbox for root, else the XDG data home.
@@ -78,8 +82,9 @@ impl App {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
         let lock = lock_data_dir(&cfg.data_dir)?;
-        let store =
-            SqliteStore::open(&cfg.data_dir.join("quantbox.db")).context("opening the database")?;
+        let store = Arc::new(
+            SqliteStore::open(&cfg.data_dir.join("quantbox.db")).context("opening the database")?,
+        );
         let mut local_cfg = LocalConfig::new(cfg.data_dir.join("local"));
         if let Some(exe) = &cfg.init_exe {
             local_cfg.init_exe = exe.clone();
@@ -103,12 +108,21 @@ impl App {
                 ..ManagerConfig::default()
             },
             vec![local.clone() as Arc<dyn Provider>],
-            Arc::new(store),
+            store.clone() as Arc<dyn SandboxStore>,
         )
         .await
         .context("starting the sandbox manager")?;
+        let deployments = Deployments::start(
+            manager.clone(),
+            store as Arc<dyn DeploymentStore>,
+            DeploymentsConfig {
+                autoscale_interval: cfg.autoscale_interval,
+                ..DeploymentsConfig::default()
+            },
+        )
+        .context("starting deployments")?;
         Ok(Self {
-            ops: Ops::new(manager, limits),
+            ops: Ops::new(manager, deployments, limits),
             local,
             data_dir: cfg.data_dir.clone(),
             _lock: lock,

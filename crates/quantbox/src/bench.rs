@@ -138,6 +138,7 @@ impl Engine {
             init_exe: None,
             cgroup_parent: format!("quantbox-bench-{}-{tag}", std::process::id()),
             warm_pool,
+            autoscale_interval: Duration::from_secs(10),
         };
         let app = App::open(&cfg).await.context("starting the engine")?;
         Ok(Self {

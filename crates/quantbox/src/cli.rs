@@ -44,6 +44,9 @@ pub struct EngineArgs {
     /// Sandboxes kept started and parked so that creating one is fast (0: none).
     #[arg(long, env = "QUANTBOX_WARM_POOL", default_value_t = 2)]
     pub warm_pool: usize,
+    /// Seconds between two samples of a deployment's auto-scaler.
+    #[arg(long, env = "QUANTBOX_AUTOSCALE_INTERVAL_S", default_value_t = 10.0)]
+    pub autoscale_interval_s: f64,
 }
 
 impl EngineArgs {
@@ -56,6 +59,7 @@ impl EngineArgs {
             init_exe: std::env::var_os("QUANTBOX_INIT_EXE").map(PathBuf::from),
             cgroup_parent: self.cgroup_parent.clone(),
             warm_pool: self.warm_pool,
+            autoscale_interval: Duration::from_secs_f64(self.autoscale_interval_s.max(0.05)),
         }
     }
 }

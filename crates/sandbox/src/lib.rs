@@ -3,6 +3,8 @@
 //! sandbox's lifecycle. No syscalls, no HTTP, no SQL live here.
 
 pub mod deployment;
+pub mod deployments;
+pub mod health;
 pub mod id;
 pub mod logs;
 pub mod manager;
@@ -12,8 +14,13 @@ pub mod store;
 pub mod time;
 
 pub use id::{ExecutionId, SandboxId};
+pub use deployments::{
+    DeploymentError, DeploymentView, Deployments, DeploymentsConfig, InstanceFailure,
+    InstanceOutcome, ScaleOutcome,
+};
+pub use health::{Health, HealthStatus};
 pub use manager::{
-    CreateParams, ExecParams, Health, HealthStatus, Manager, ManagerConfig, ManagerError,
+    CreateParams, ExecParams, FleetHealth, Manager, ManagerConfig, ManagerError, SandboxHealth,
     StatusReport, TerminateOutcome, UsageReport,
 };
 pub use model::*;

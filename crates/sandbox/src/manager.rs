@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::id::{ExecutionId, SandboxId};
+use crate::health::{self, Health};
 use crate::logs::LineSplitter;
 use crate::model::{
     ExecOutcome, ExecRequest, ExecStatus, ExecUser, ExecutionRecord, ListFilter, LogLine,
@@ -103,29 +104,6 @@ pub struct TerminateOutcome {
     pub already_stopped: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HealthStatus {
-    Healthy,
-    Degraded,
-    Unhealthy,
-}
-
-impl HealthStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Degraded => "degraded",
-            Self::Unhealthy => "unhealthy",
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Health {
-    pub status: HealthStatus,
-    pub reasons: Vec<String>,
-}
-
 #[derive(Clone, Debug)]
 pub struct UsageReport {
     /// Percent of one core (100 = one full core), over the last sampling interval.
@@ -134,6 +112,23 @@ pub struct UsageReport {
     pub memory_limit_mb: f64,
     pub disk_mb: f64,
     pub pids: u64,
+}
+
+/// One active sandbox's health, for the fleet view.
+#[derive(Clone, Debug)]
+pub struct SandboxHealth {
+    pub record: SandboxRecord,
+    /// `None` when usage could not be read.
+    pub usage: Option<UsageReport>,
+    pub health: Health,
+}
+
+/// Every active sandbox's health, and the sandboxes that stopped unexpectedly in the
+/// last hour.
+#[derive(Clone, Debug)]
+pub struct FleetHealth {
+    pub sandboxes: Vec<SandboxHealth>,
+    pub failed: Vec<SandboxRecord>,
 }
 
 #[derive(Clone, Debug)]
@@ -198,8 +193,8 @@ pub struct Manager {
     inner: Arc<Inner>,
 }
 
-/// A window within which an OOM kill or a pids-limit hit makes a sandbox `degraded`.
-const RECENT: Duration = Duration::from_secs(300);
+/// How far back a sandbox that stopped unexpectedly counts as a failure of the fleet.
+pub const FAILED_WINDOW_MS: i64 = 3600 * 1000;
 
 impl Manager {
     /// Starts the manager: adopts or cleans up what an earlier run left, then starts the
@@ -335,6 +330,7 @@ impl Manager {
             created_at: now,
             expires_at: spec.expires_at,
             stopped_at: None,
+            paused_at: None,
             runtime: serde_json::Value::Null,
         };
         // Written first, so a crash during creation is found and cleaned up on restart.
@@ -381,8 +377,12 @@ impl Manager {
             pending_logs: Mutex::new(Vec::new()),
             samples: Mutex::new(Samples::default()),
         });
+        let running = lock(&entry.record).status == SandboxStatus::Running;
         lock(&self.inner.entries).insert(id.clone(), entry.clone());
-        self.arm_timer(&entry, id, expires_at);
+        // A paused sandbox's lifetime clock stands still: no timer until it resumes.
+        if running {
+            self.arm_timer(&entry, id, expires_at);
+        }
         entry
     }
 
@@ -582,6 +582,117 @@ impl Manager {
         Ok(rec)
     }
 
+    /// Freezes a running sandbox: no CPU, memory and files kept, and its lifetime clock
+    /// stops until it resumes.
+    pub async fn pause(&self, id: &SandboxId) -> Result<SandboxRecord, ManagerError> {
+        let entry = self.running_entry(id)?;
+        let _serial = entry.stop_lock.lock().await;
+        if lock(&entry.record).status != SandboxStatus::Running {
+            return Err(ManagerError::Precondition(format!("sandbox {id} is not running")));
+        }
+        entry.provider.pause(id).await?;
+        if let Some(t) = lock(&entry.timer).take() {
+            t.abort();
+        }
+        let record = {
+            let mut r = lock(&entry.record);
+            r.status = SandboxStatus::Paused;
+            r.paused_at = Some(Timestamp::now());
+            r.clone()
+        };
+        self.inner.store.put_sandbox(&record)?;
+        let left = record.expires_at.ms_since(Timestamp::now()).max(0) / 1000;
+        self.event(&entry, format!("paused with {left} s of its lifetime left"));
+        Ok(record)
+    }
+
+    /// Thaws a paused sandbox; its expiry moves on by the time it was paused.
+    pub async fn resume(&self, id: &SandboxId) -> Result<SandboxRecord, ManagerError> {
+        let entry = self.active_entry(id)?;
+        let _serial = entry.stop_lock.lock().await;
+        let paused_at = {
+            let r = lock(&entry.record);
+            match (r.status, r.paused_at) {
+                (SandboxStatus::Paused, Some(at)) => at,
+                (other, _) => {
+                    return Err(ManagerError::Precondition(format!(
+                        "sandbox {id} is {}, not paused",
+                        other.as_str()
+                    )));
+                }
+            }
+        };
+        entry.provider.resume(id).await?;
+        let now = Timestamp::now();
+        let record = {
+            let mut r = lock(&entry.record);
+            r.status = SandboxStatus::Running;
+            r.expires_at = r.expires_at.plus_ms(now.ms_since(paused_at).max(0));
+            r.paused_at = None;
+            r.clone()
+        };
+        self.inner.store.put_sandbox(&record)?;
+        entry.provider.set_deadline(id, record.expires_at).await?;
+        self.arm_timer(&entry, id.clone(), record.expires_at);
+        self.event(
+            &entry,
+            format!(
+                "resumed after {} s paused; it now expires at {}",
+                now.ms_since(paused_at).max(0) / 1000,
+                record.expires_at
+            ),
+        );
+        Ok(record)
+    }
+
+    /// Sets the rest of a sandbox's lifetime to `timeout` from now (extending or
+    /// shortening it). For a paused sandbox the time starts when it resumes.
+    pub async fn set_timeout(
+        &self,
+        id: &SandboxId,
+        timeout: Duration,
+    ) -> Result<SandboxRecord, ManagerError> {
+        let entry = self.active_entry(id)?;
+        let _serial = entry.stop_lock.lock().await;
+        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let record = {
+            let mut r = lock(&entry.record);
+            if r.status == SandboxStatus::Stopped {
+                return Err(ManagerError::Precondition(format!("sandbox {id} is stopped")));
+            }
+            r.expires_at = match r.paused_at {
+                Some(at) => at.plus_ms(ms),
+                None => Timestamp::now().plus_ms(ms),
+            };
+            r.timeout_s = timeout.as_secs();
+            r.clone()
+        };
+        self.inner.store.put_sandbox(&record)?;
+        if record.status == SandboxStatus::Running {
+            entry.provider.set_deadline(id, record.expires_at).await?;
+            self.arm_timer(&entry, id.clone(), record.expires_at);
+        }
+        self.event(
+            &entry,
+            format!("lifetime set to {} s from now (expires at {})", timeout.as_secs(), record.expires_at),
+        );
+        Ok(record)
+    }
+
+    /// An active (running or paused) sandbox, or the error that says why it is not one.
+    fn active_entry(&self, id: &SandboxId) -> Result<Arc<Entry>, ManagerError> {
+        match self.entry(id) {
+            Some(e) => Ok(e),
+            None => {
+                let r = self.stored(id)?;
+                Err(ManagerError::Precondition(format!(
+                    "sandbox {id} is stopped ({}); create a new one",
+                    r.stop_reason.map_or("stopped", StopReason::as_str)
+                )))
+            }
+        }
+    }
+
     /// Why a sandbox whose init is gone stopped, once the stop is recorded (a
     /// termination holds `stop_lock` until it is; a crash is recorded by `watch_exits`).
     async fn stop_reason_after_end(&self, entry: &Arc<Entry>) -> &'static str {
@@ -686,18 +797,10 @@ impl Manager {
         let Some(entry) = self.entry(id) else {
             let record = self.stored(id)?;
             let end = record.stopped_at.unwrap_or(record.created_at);
-            let reason = record.stop_reason.unwrap_or(StopReason::Lost);
-            let health = if reason.is_normal() {
-                Health {
-                    status: HealthStatus::Healthy,
-                    reasons: vec![format!("stopped ({})", reason.as_str())],
-                }
-            } else {
-                Health {
-                    status: HealthStatus::Unhealthy,
-                    reasons: vec![format!("stopped unexpectedly ({})", reason.as_str())],
-                }
-            };
+            let health = health::evaluate(&health::Inputs {
+                stopped: Some(record.stop_reason.unwrap_or(StopReason::Lost)),
+                ..health::Inputs::default()
+            });
             return Ok(StatusReport {
                 uptime_s: end.ms_since(record.created_at).max(0) as f64 / 1000.0,
                 usage: None,
@@ -708,96 +811,134 @@ impl Manager {
                 record,
             });
         };
-        let record = entry.record();
-        let usage = entry.provider.usage(id).await;
-        let ping = entry.provider.ping(id, Duration::from_secs(2)).await;
-        let now = Instant::now();
-        let mut reasons = Vec::new();
-        let mut status = HealthStatus::Healthy;
-        let mut degrade = |why: String| {
-            reasons.push(why);
-            if status == HealthStatus::Healthy {
-                status = HealthStatus::Degraded;
-            }
-        };
-        let (report, oom_kills, processes) = match &usage {
-            Ok(u) => {
-                let cpu_percent = {
-                    let mut s = lock(&entry.samples);
-                    note_counters(&mut s, u.oom_kills, u.pids_limit_hits, now);
-                    match s.cpu {
-                        Some((at, ns)) if now.duration_since(at) >= Duration::from_millis(100) => {
-                            pct(u.cpu_usage_ns.saturating_sub(ns), now.duration_since(at))
-                        }
-                        // Younger than one sampling interval: its average so far.
-                        _ => {
-                            let age = Timestamp::now().ms_since(record.created_at).max(1);
-                            pct(u.cpu_usage_ns, Duration::from_millis(age as u64))
-                        }
-                    }
-                };
-                let s = lock(&entry.samples);
-                if s.oom_last_increase
-                    .is_some_and(|t| now.duration_since(t) < RECENT)
-                {
-                    degrade(format!(
-                        "the memory limit killed a process in the last 5 minutes ({} OOM kills in all)",
-                        u.oom_kills
-                    ));
-                }
-                if u.memory_limit_bytes > 0 && u.memory_bytes * 10 > u.memory_limit_bytes * 9 {
-                    degrade(format!(
-                        "memory use {:.0} MB is above 90 % of its limit of {:.0} MB",
-                        mb(u.memory_bytes),
-                        mb(u.memory_limit_bytes)
-                    ));
-                }
-                if u.pids_max > 0 && u.pids >= u.pids_max {
-                    degrade(format!("at its limit of {} processes", u.pids_max));
-                } else if s
-                    .pids_last_hit
-                    .is_some_and(|t| now.duration_since(t) < RECENT)
-                {
-                    degrade(format!(
-                        "the process limit of {} refused a fork in the last 5 minutes",
-                        u.pids_max
-                    ));
-                }
-                (
-                    Some(UsageReport {
-                        cpu_percent,
-                        memory_mb: mb(u.memory_bytes),
-                        memory_limit_mb: mb(u.memory_limit_bytes),
-                        disk_mb: mb(u.disk_bytes),
-                        pids: u.pids,
-                    }),
-                    u.oom_kills,
-                    u.pids.saturating_sub(1),
-                )
-            }
-            Err(e) => {
-                degrade(format!("usage could not be read: {e}"));
-                (None, 0, 0)
-            }
-        };
-        if let Err(e) = ping {
-            reasons.push(format!("its init does not answer: {e}"));
-            status = HealthStatus::Unhealthy;
-        }
+        let (record, usage, health) = self.measure(&entry).await;
         let mut logs = self.inner.store.recent_logs(id, log_lines)?;
         logs.extend(lock(&entry.pending_logs).iter().cloned());
         logs.sort_by_key(|l| l.at);
         let skip = logs.len().saturating_sub(log_lines);
         logs.drain(..skip);
+        let (processes, oom_kills) = usage
+            .as_ref()
+            .map_or((0, 0), |(_, u)| (u.pids.saturating_sub(1), u.oom_kills));
         Ok(StatusReport {
             uptime_s: Timestamp::now().ms_since(record.created_at).max(0) as f64 / 1000.0,
-            usage: report,
+            usage: usage.map(|(r, _)| r),
             processes_running: processes,
             oom_kills,
-            health: Health { status, reasons },
+            health,
             recent_logs: logs,
             record,
         })
+    }
+
+    /// Reads an active sandbox's usage and asks its init for a sign of life (not when
+    /// paused: it is frozen), then applies the health rules.
+    async fn measure(
+        &self,
+        entry: &Arc<Entry>,
+    ) -> (SandboxRecord, Option<(UsageReport, crate::model::ResourceUsage)>, Health) {
+        let record = entry.record();
+        let id = &record.id;
+        let paused = record.status == SandboxStatus::Paused;
+        let usage = entry.provider.usage(id).await;
+        let ping = if paused {
+            None
+        } else {
+            Some(
+                entry
+                    .provider
+                    .ping(id, Duration::from_secs(2))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            )
+        };
+        let now = Instant::now();
+        let recent = Duration::from_secs(health::RECENT_SECS);
+        let facts = match &usage {
+            Ok(u) => {
+                let mut s = lock(&entry.samples);
+                note_counters(&mut s, u.oom_kills, u.pids_limit_hits, now);
+                Some(Ok(health::UsageFacts {
+                    memory_bytes: u.memory_bytes,
+                    memory_limit_bytes: u.memory_limit_bytes,
+                    pids: u.pids,
+                    pids_max: u.pids_max,
+                    oom_kills: u.oom_kills,
+                    oom_kill_recent: s.oom_last_increase.is_some_and(|t| now.duration_since(t) < recent),
+                    pids_limit_hit_recent: s.pids_last_hit.is_some_and(|t| now.duration_since(t) < recent),
+                }))
+            }
+            Err(e) => Some(Err(e.to_string())),
+        };
+        let health = health::evaluate(&health::Inputs {
+            stopped: None,
+            paused,
+            usage: facts,
+            init_answer: ping,
+        });
+        let report = usage.ok().map(|u| {
+            let cpu_percent = {
+                let s = lock(&entry.samples);
+                match s.cpu {
+                    Some((at, ns)) if now.duration_since(at) >= Duration::from_millis(100) => {
+                        pct(u.cpu_usage_ns.saturating_sub(ns), now.duration_since(at))
+                    }
+                    // Younger than one sampling interval: its average so far.
+                    _ => {
+                        let age = Timestamp::now().ms_since(record.created_at).max(1);
+                        pct(u.cpu_usage_ns, Duration::from_millis(age as u64))
+                    }
+                }
+            };
+            (
+                UsageReport {
+                    cpu_percent: if paused { 0.0 } else { cpu_percent },
+                    memory_mb: mb(u.memory_bytes),
+                    memory_limit_mb: mb(u.memory_limit_bytes),
+                    disk_mb: mb(u.disk_bytes),
+                    pids: u.pids,
+                },
+                u,
+            )
+        });
+        (record, report, health)
+    }
+
+    /// The health of every active sandbox and of the fleet.
+    pub async fn fleet_health(&self) -> Result<FleetHealth, ManagerError> {
+        let entries: Vec<Arc<Entry>> = lock(&self.inner.entries).values().cloned().collect();
+        let mut set = tokio::task::JoinSet::new();
+        for entry in entries {
+            let mgr = self.clone();
+            set.spawn(async move { mgr.measure(&entry).await });
+        }
+        let mut sandboxes = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok((record, usage, health)) = r {
+                sandboxes.push(SandboxHealth {
+                    record,
+                    usage: usage.map(|(r, _)| r),
+                    health,
+                });
+            }
+        }
+        sandboxes.sort_by_key(|s| std::cmp::Reverse(s.record.created_at));
+        let since = Timestamp::now().plus_ms(-(FAILED_WINDOW_MS));
+        let failed: Vec<SandboxRecord> = self
+            .inner
+            .store
+            .list_sandboxes(&ListFilter {
+                status: Some(crate::model::StatusFilter::Stopped),
+                ..ListFilter::default()
+            })?
+            .into_iter()
+            .filter(|r| {
+                r.stop_reason.is_some_and(|x| !x.is_normal())
+                    && r.stopped_at.is_some_and(|t| t >= since)
+            })
+            .collect();
+        Ok(FleetHealth { sandboxes, failed })
     }
 
     fn event(&self, entry: &Entry, msg: String) {
@@ -853,13 +994,16 @@ impl Manager {
             let id = record.id.clone();
             let adoption = if record.status == SandboxStatus::Creating {
                 // Creation never finished: whatever was made goes.
-                provider.adopt(&id, &serde_json::Value::Null).await
+                provider.adopt(&id, &serde_json::Value::Null, false).await
             } else {
-                provider.adopt(&id, &record.runtime).await
+                provider
+                    .adopt(&id, &record.runtime, record.status == SandboxStatus::Paused)
+                    .await
             };
             match adoption {
                 Ok(Adoption::Adopted) => {
-                    let expired = record.expires_at <= Timestamp::now();
+                    let expired = record.status == SandboxStatus::Running
+                        && record.expires_at <= Timestamp::now();
                     let entry = self.insert_entry(provider, record.clone());
                     self.event(&entry, "adopted again after a server restart".into());
                     if expired

@@ -128,6 +128,9 @@ pub struct SandboxRecord {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub stopped_at: Option<Timestamp>,
+    /// Set while paused: the lifetime clock stops, and `expires_at` moves on by the
+    /// paused time at resume.
+    pub paused_at: Option<Timestamp>,
     /// Provider-owned state needed to find the sandbox again after a restart.
     pub runtime: serde_json::Value,
 }

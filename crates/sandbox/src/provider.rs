@@ -148,11 +148,29 @@ pub trait Provider: Send + Sync + 'static {
     ) -> Result<(), ProviderError>;
 
     /// Attaches again to a sandbox made before a restart, or cleans up what is left of it.
+    /// A `paused` sandbox cannot answer (it is frozen) and is not asked to.
     async fn adopt(
         &self,
         id: &SandboxId,
         runtime: &serde_json::Value,
+        paused: bool,
     ) -> Result<Adoption, ProviderError>;
+
+    /// Freezes every process of the sandbox: no CPU, memory and files kept.
+    async fn pause(&self, id: &SandboxId) -> Result<(), ProviderError> {
+        Err(ProviderError::Unavailable(format!(
+            "provider {} cannot pause sandbox {id}",
+            self.name()
+        )))
+    }
+
+    /// Thaws a paused sandbox.
+    async fn resume(&self, id: &SandboxId) -> Result<(), ProviderError> {
+        Err(ProviderError::Unavailable(format!(
+            "provider {} cannot resume sandbox {id}",
+            self.name()
+        )))
+    }
 
     /// Unexpected ends of sandboxes are sent here (set once, by the manager).
     fn watch_exits(&self, tx: tokio::sync::mpsc::UnboundedSender<UnexpectedExit>);

@@ -145,7 +145,7 @@ const ALL_STATUSES: [SandboxStatus; 4] = [
 
 const SANDBOX_COLUMNS: &str = "id, name, template, provider, status, stop_reason, memory_mb, \
      cpu_count, pids_max, timeout_s, env_vars, metadata, deployment_id, created_at, \
-     expires_at, stopped_at, runtime";
+     expires_at, stopped_at, runtime, paused_at";
 
 const EXECUTION_COLUMNS: &str = "id, sandbox_id, command, args, cwd, user, status, pid, \
      exit_code, signal, timed_out, oom_killed, sandbox_ended, stdout, stderr, stdout_truncated, \
@@ -210,6 +210,7 @@ impl SandboxStore for SqliteStore {
             r.expires_at.unix_ms(),
             r.stopped_at.map(|t| t.unix_ms()),
             runtime,
+            r.paused_at.map(|t| t.unix_ms()),
         ])
         .ctx(what)?;
         Ok(())

@@ -22,6 +22,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "sandboxes, executions, log lines", sql: include_str!("../migrations/0001_sandboxes.sql") },
     Migration { version: 2, name: "deployments, deployment events", sql: include_str!("../migrations/0002_deployments.sql") },
+    Migration { version: 3, name: "paused sandboxes", sql: include_str!("../migrations/0003_paused.sql") },
 ];
 
 /// The newest schema version this build knows.

@@ -133,6 +133,7 @@ pub(crate) fn decode_sandbox(row: &Row<'_>) -> Result<SandboxRecord, StoreError>
         created_at: c.time("created_at")?,
         expires_at: c.time("expires_at")?,
         stopped_at: c.opt_time("stopped_at")?,
+        paused_at: c.opt_time("paused_at")?,
         runtime: c.json("runtime", |s| serde_json::from_str::<serde_json::Value>(s))?,
     })
 }

@@ -169,6 +169,12 @@ fn integers_and_floats_round_trip_exactly() {
         9_007_199_254_740_992.0,
         123_456_789.123_456_78,
         -7.5,
+        // Values that serde_json's default (not `float_roundtrip`) parser reads one bit
+        // off.
+        1.0715660391465826e-75,
+        -1.603964615428183e143,
+        1.5860846119992697e-265,
+        -9.643915712060552e-234,
     ];
     let ints = [0, 1, i32::MAX as u32, i32::MAX as u32 + 1, u32::MAX];
     for (i, &x) in floats.iter().enumerate() {
@@ -192,6 +198,29 @@ fn integers_and_floats_round_trip_exactly() {
         } else {
             assert_bits(got.auto_scale.target_cpu_percent, x, "target_cpu_percent");
         }
+    }
+
+    // A few thousand more, bit patterns from a fixed xorshift sequence.
+    let mut bits: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut d = bare_deployment(did(99), 0);
+    let mut checked = 0;
+    while checked < 3000 {
+        bits ^= bits << 13;
+        bits ^= bits >> 7;
+        bits ^= bits << 17;
+        let x = f64::from_bits(bits);
+        if !x.is_finite() || x == 0.0 {
+            continue;
+        }
+        d.config.cpu_count = x;
+        d.auto_scale.target_cpu_percent = -x;
+        d.desired_instances = bits as u32;
+        store.put_deployment(&d).unwrap();
+        let got = store.get_deployment(&d.id).unwrap().unwrap();
+        assert_bits(got.config.cpu_count, x, "config.cpu_count");
+        assert_bits(got.auto_scale.target_cpu_percent, -x, "target_cpu_percent");
+        assert_eq!(got.desired_instances, bits as u32);
+        checked += 1;
     }
 
     // Infinity is a REAL that SQLite keeps (only the JSON config cannot hold it).

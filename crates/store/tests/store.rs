@@ -58,6 +58,7 @@ fn full_sandbox(id: SandboxId, created_ms: i64) -> SandboxRecord {
         created_at: ts(created_ms),
         expires_at: ts(created_ms + 3_600_000),
         stopped_at: Some(ts(created_ms + 1234)),
+        paused_at: Some(ts(created_ms + 600)),
         runtime: serde_json::json!({"pid": 4242, "dir": "/var/lib/quantbox/x", "nested": [1, 2.5, null, true, {"k": "ü"}]}),
     }
 }
@@ -83,6 +84,7 @@ fn bare_sandbox(id: SandboxId, created_ms: i64, status: SandboxStatus) -> Sandbo
         created_at: ts(created_ms),
         expires_at: ts(created_ms),
         stopped_at: None,
+        paused_at: None,
         runtime: serde_json::Value::Null,
     }
 }

@@ -41,6 +41,7 @@ pub fn config(dir: &Path, parent: &str) -> EngineConfig {
         init_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_quantbox"))),
         cgroup_parent: parent.to_owned(),
         warm_pool: 2,
+        autoscale_interval: Duration::from_millis(500),
     }
 }
 

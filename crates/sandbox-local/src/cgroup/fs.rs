@@ -126,7 +126,8 @@ pub(crate) fn poll_until(
     mut done: impl FnMut() -> Result<bool, CgroupError>,
 ) -> Result<bool, CgroupError> {
     let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
+    // Freezing takes a few milliseconds: look early, then back off.
+    let mut pause = Duration::from_micros(100);
     loop {
         if done()? {
             return Ok(true);
@@ -135,7 +136,7 @@ pub(crate) fn poll_until(
             return Ok(false);
         }
         sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 

@@ -143,6 +143,12 @@ impl Init {
                     wait_ms.min(at.saturating_duration_since(Instant::now()).as_millis() as i64);
             }
             if wait_ms == 0 {
+                // A request already waiting (a new deadline after a resume, say) comes
+                // first: the deadline may have moved.
+                if self.request_waiting() {
+                    self.handle_request();
+                    continue;
+                }
                 // The server did not end the sandbox in time (or a graceful shutdown's
                 // grace ran out): leaving takes every process with us.
                 sys::exit_now(0);
@@ -179,6 +185,13 @@ impl Init {
                 self.handle_request();
             }
         }
+    }
+
+    /// Whether the control connection has a message waiting.
+    fn request_waiting(&self) -> bool {
+        let Some(c) = &self.conn else { return false };
+        let mut fds = [PollFd::new(c.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
     /// A new connection (a restarted server) replaces the old one. Only processes

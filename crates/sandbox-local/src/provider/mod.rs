@@ -37,7 +37,7 @@ use crate::cgroup::{Cgroup, CgroupLimits, Cgroups};
 use crate::client::{self, InitClient};
 use crate::protocol::{IdMode, ToInit};
 use crate::sys;
-use crate::template::{self, Template};
+use crate::template;
 
 /// Configuration of the local provider.
 #[derive(Clone, Debug)]
@@ -112,6 +112,8 @@ struct Sandbox {
     resources: Resources,
     /// Set when termination was asked for: the exit that follows is expected.
     terminating: AtomicBool,
+    /// Frozen by `pause`.
+    paused: AtomicBool,
     /// Becomes true once init has exited and everything on the host is removed.
     gone: watch::Receiver<bool>,
     setup_steps: Vec<(String, u64)>,
@@ -121,7 +123,7 @@ struct Inner {
     cfg: LocalConfig,
     ids: IdMode,
     cgroups: Result<Cgroups, String>,
-    templates: std::collections::BTreeMap<String, Template>,
+    templates: template::Registry,
     sandboxes: Mutex<HashMap<SandboxId, Arc<Sandbox>>>,
     pool: pool::Pool,
     exits: OnceLock<mpsc::UnboundedSender<UnexpectedExit>>,
@@ -133,6 +135,9 @@ struct Inner {
 pub struct LocalProvider {
     inner: Arc<Inner>,
 }
+
+/// init's backstop deadline while its sandbox is paused (the lifetime clock stops).
+const PAUSED_DEADLINE_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -220,8 +225,12 @@ impl LocalProvider {
                 outside_gid,
             } => Some((outside_uid, outside_gid)),
         };
-        let templates = template::load(&cfg.data_dir.join("templates"), owner)
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let templates = template::Registry::open(
+            &cfg.data_dir.join("templates"),
+            &cfg.data_dir.join("layers"),
+            owner,
+        )
+        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
         let cgroups = Cgroups::detect(&cfg.cgroup_parent)
             .map_err(|e| e.to_string())
             .and_then(|c| writable(&c).map(|()| c));
@@ -385,6 +394,7 @@ impl LocalProvider {
             init_pid: inst.init_pid,
             resources,
             terminating: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             gone: gone_rx,
             setup_steps: inst.setup_steps,
         });
@@ -507,7 +517,7 @@ impl Provider for LocalProvider {
     }
 
     fn templates(&self) -> Vec<String> {
-        self.inner.templates.keys().cloned().collect()
+        self.inner.templates.names()
     }
 
     fn check(&self, spec: &SandboxSpec) -> Result<(), ProviderError> {
@@ -535,14 +545,9 @@ impl Provider for LocalProvider {
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<serde_json::Value, ProviderError> {
-        let tpl = self
-            .inner
-            .templates
-            .get(&spec.template)
-            .cloned()
-            .ok_or_else(|| {
-                ProviderError::Invalid(format!("template: unknown template `{}`", spec.template))
-            })?;
+        let tpl = self.inner.templates.get(&spec.template).ok_or_else(|| {
+            ProviderError::Invalid(format!("template: unknown template `{}`", spec.template))
+        })?;
         let limits = limits_of(&spec.resources);
         let inst = match pool::claim(&self.inner, &spec.template, &limits, spec.expires_at).await {
             Some(inst) => inst,
@@ -577,6 +582,12 @@ impl Provider for LocalProvider {
             return Ok(());
         };
         sb.terminating.store(true, Ordering::SeqCst);
+        if sb.paused.swap(false, Ordering::SeqCst)
+            && let Some(cg) = sb.cgroup.clone()
+        {
+            // Frozen processes cannot act on signals: thaw first.
+            let _ = tokio::task::spawn_blocking(move || cg.thaw()).await;
+        }
         let wait_gone = |within: Duration| {
             let mut gone = sb.gone.clone();
             async move {
@@ -680,10 +691,52 @@ impl Provider for LocalProvider {
             .map_err(|_| ProviderError::NotRunning(id.clone()))
     }
 
+    async fn pause(&self, id: &SandboxId) -> Result<(), ProviderError> {
+        let sb = self.get(id)?;
+        let Some(cg) = sb.cgroup.clone() else {
+            return Err(ProviderError::Unavailable(
+                "pausing needs the cgroup freezer, and this host gives quantbox no cgroups".into(),
+            ));
+        };
+        // While paused the lifetime stops: take init's own backstop deadline out of the
+        // way first (the ping makes sure init has applied it before it freezes).
+        let far = Timestamp::now().plus_ms(PAUSED_DEADLINE_MS);
+        sb.client
+            .send(&ToInit::SetDeadline { unix_ms: far.unix_ms() })
+            .await
+            .map_err(|_| ProviderError::NotRunning(id.clone()))?;
+        sb.client
+            .ping(Duration::from_secs(2))
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("init of sandbox {id}: {e}")))?;
+        tokio::task::spawn_blocking(move || cg.freeze())
+            .await
+            .map_err(|e| ProviderError::Internal(e.to_string()))?
+            .map_err(|e| ProviderError::Internal(format!("freezing sandbox {id}: {e}")))?;
+        sb.paused.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn resume(&self, id: &SandboxId) -> Result<(), ProviderError> {
+        let sb = self.get(id)?;
+        let Some(cg) = sb.cgroup.clone() else {
+            return Err(ProviderError::Unavailable(
+                "resuming needs the cgroup freezer, and this host gives quantbox no cgroups".into(),
+            ));
+        };
+        tokio::task::spawn_blocking(move || cg.thaw())
+            .await
+            .map_err(|e| ProviderError::Internal(e.to_string()))?
+            .map_err(|e| ProviderError::Internal(format!("thawing sandbox {id}: {e}")))?;
+        sb.paused.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
     async fn adopt(
         &self,
         id: &SandboxId,
         runtime: &serde_json::Value,
+        paused: bool,
     ) -> Result<Adoption, ProviderError> {
         let Ok(rt) = serde_json::from_value::<Runtime>(runtime.clone()) else {
             // Its slot, if any was made, is swept by `ready`.
@@ -735,7 +788,7 @@ impl Provider for LocalProvider {
                 return gone(format!("its init could not be reached ({e}); killed it")).await;
             }
         };
-        if let Err(e) = client.ping(Duration::from_secs(2)).await {
+        if !paused && let Err(e) = client.ping(Duration::from_secs(2)).await {
             let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
             return gone(format!("its init did not answer ({e}); killed it")).await;
         }
@@ -763,7 +816,8 @@ impl Provider for LocalProvider {
             cgroup,
             setup_steps: Vec::new(),
         };
-        self.register(id.clone(), inst, resources)?;
+        let sb = self.register(id.clone(), inst, resources)?;
+        sb.paused.store(paused, Ordering::SeqCst);
         Ok(Adoption::Adopted)
     }
 

@@ -148,7 +148,7 @@ async fn refill(weak: Weak<Inner>) {
         if !inner.pool.started.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let Some(tpl) = inner.templates.get("base").cloned() else {
+        let Some(tpl) = inner.templates.get("base") else {
             return;
         };
         let missing = inner
