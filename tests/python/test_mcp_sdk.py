@@ -50,6 +50,10 @@ EXPECTED_TOOLS = {
     "list_e2b_sandboxes",
     "terminate_e2b_sandbox",
     "get_e2b_sandbox_status",
+    "deploy_e2b_template",
+    "scale_e2b_deployment",
+    "monitor_e2b_health",
+    "export_e2b_template",
 }
 
 # tool -> (parameter names of the contract, required, {parameter: default})
@@ -78,6 +82,26 @@ SCHEMA_CONTRACT: dict[str, tuple[set[str], set[str], dict[str, Any]]] = {
         {"sandbox_id", "log_lines"},
         {"sandbox_id"},
         {"log_lines": 100},
+    ),
+    "deploy_e2b_template": (
+        {"template_name", "category", "configuration"},
+        {"template_name", "category"},
+        {},
+    ),
+    "scale_e2b_deployment": (
+        {"deployment_id", "instance_count", "auto_scale", "min_instances", "target_cpu_percent"},
+        {"deployment_id", "instance_count"},
+        {"auto_scale": False},
+    ),
+    "monitor_e2b_health": (
+        {"include_all_sandboxes"},
+        set(),
+        {"include_all_sandboxes": False},
+    ),
+    "export_e2b_template": (
+        {"sandbox_id", "template_name", "include_data"},
+        {"sandbox_id", "template_name"},
+        {"include_data": False},
     ),
 }
 

@@ -167,7 +167,10 @@ pub(crate) fn parse_deployment_id(s: &str) -> Result<DeploymentId, OpError> {
     DeploymentId::parse(s).ok_or_else(|| {
         OpError::invalid(
             "deployment_id",
-            format!("`{}` is not a deployment id: ids are `dep_` and 16 characters of [a-z0-9]", s.chars().take(64).collect::<String>()),
+            format!(
+                "`{}` is not a deployment id: ids are `dep_` and 16 characters of [a-z0-9]",
+                s.chars().take(64).collect::<String>()
+            ),
         )
     })
 }
@@ -182,13 +185,22 @@ pub(crate) fn json_object(field: &str, v: Option<Value>) -> Result<Value, OpErro
             Ok(Value::Object(o)) => Ok(Value::Object(o)),
             Ok(other) => Err(OpError::invalid(
                 field,
-                format!("must be a JSON object (or a string holding one); the string holds {}", args::kind(&other)),
+                format!(
+                    "must be a JSON object (or a string holding one); the string holds {}",
+                    args::kind(&other)
+                ),
             )),
-            Err(e) => Err(OpError::invalid(field, format!("the string is not valid JSON: {e}"))),
+            Err(e) => Err(OpError::invalid(
+                field,
+                format!("the string is not valid JSON: {e}"),
+            )),
         },
         Some(other) => Err(OpError::invalid(
             field,
-            format!("must be a JSON object (or a string holding one), not {}", args::kind(&other)),
+            format!(
+                "must be a JSON object (or a string holding one), not {}",
+                args::kind(&other)
+            ),
         )),
     }
 }
@@ -211,17 +223,31 @@ impl Ops {
     fn deployment_config(&self, v: Value) -> Result<DeploymentConfig, OpError> {
         // Field errors name `configuration.<field>`.
         let c: ConfigInput = args::parse(v).map_err(|mut e| {
-            if let Some(f) = e.details.as_ref().and_then(|d| d["field"].as_str()).map(str::to_owned) {
+            if let Some(f) = e
+                .details
+                .as_ref()
+                .and_then(|d| d["field"].as_str())
+                .map(str::to_owned)
+            {
                 e.message = format!("configuration.{}", e.message);
                 e.details = Some(json!({"field": format!("configuration.{f}")}));
             }
             e
         })?;
-        let memory = int_in("configuration.memory_mb", c.memory_mb, 64, self.limits.host_memory_mb as i64)?;
-        if !(c.cpu_count.is_finite() && c.cpu_count >= 0.1 && c.cpu_count <= self.limits.host_cpus) {
+        let memory = int_in(
+            "configuration.memory_mb",
+            c.memory_mb,
+            64,
+            self.limits.host_memory_mb as i64,
+        )?;
+        if !(c.cpu_count.is_finite() && c.cpu_count >= 0.1 && c.cpu_count <= self.limits.host_cpus)
+        {
             return Err(OpError::invalid(
                 "configuration.cpu_count",
-                format!("must be between 0.1 and {}, got {}", self.limits.host_cpus, c.cpu_count),
+                format!(
+                    "must be between 0.1 and {}, got {}",
+                    self.limits.host_cpus, c.cpu_count
+                ),
             ));
         }
         let timeout = int_in("configuration.timeout", c.timeout, 1, 86_400)?;
@@ -232,10 +258,17 @@ impl Ops {
         }
         let total: usize = c.files.values().map(String::len).sum();
         if total > 16 << 20 {
-            return Err(OpError::invalid("configuration.files", "at most 16 MiB in all"));
+            return Err(OpError::invalid(
+                "configuration.files",
+                "at most 16 MiB in all",
+            ));
         }
         for p in c.files.keys() {
-            if p.is_empty() || p.contains('\0') || p.ends_with('/') || p.split('/').any(|c| c == "..") {
+            if p.is_empty()
+                || p.contains('\0')
+                || p.ends_with('/')
+                || p.split('/').any(|c| c == "..")
+            {
                 return Err(OpError::invalid(
                     &format!("configuration.files.{p}"),
                     "a file path must be non-empty, name a file (not end in `/`) and have no `..`",
@@ -243,9 +276,16 @@ impl Ops {
             }
         }
         if c.setup_commands.len() > 64 {
-            return Err(OpError::invalid("configuration.setup_commands", "at most 64 commands"));
+            return Err(OpError::invalid(
+                "configuration.setup_commands",
+                "at most 64 commands",
+            ));
         }
-        if let Some(i) = c.setup_commands.iter().position(|s| s.trim().is_empty() || s.contains('\0')) {
+        if let Some(i) = c
+            .setup_commands
+            .iter()
+            .position(|s| s.trim().is_empty() || s.contains('\0'))
+        {
             return Err(OpError::invalid(
                 &format!("configuration.setup_commands[{i}]"),
                 "must be a non-empty shell line without NUL",
@@ -279,7 +319,11 @@ impl Ops {
         }
         let (dep, first) = self
             .deployments
-            .deploy(input.template_name, input.category.as_str().to_owned(), config)
+            .deploy(
+                input.template_name,
+                input.category.as_str().to_owned(),
+                config,
+            )
             .await?;
         Ok(DeployOutput {
             deployment_id: dep.id.to_string(),
@@ -302,11 +346,17 @@ impl Ops {
         let auto = if input.auto_scale {
             let min = int_in("min_instances", input.min_instances.unwrap_or(1), 0, count)?;
             if count == 0 {
-                return Err(OpError::invalid("instance_count", "with auto_scale it is the maximum, at least 1"));
+                return Err(OpError::invalid(
+                    "instance_count",
+                    "with auto_scale it is the maximum, at least 1",
+                ));
             }
             let target = input.target_cpu_percent.unwrap_or(70.0);
             if !(target.is_finite() && target > 0.0 && target <= 100.0) {
-                return Err(OpError::invalid("target_cpu_percent", format!("must be above 0 and at most 100, got {target}")));
+                return Err(OpError::invalid(
+                    "target_cpu_percent",
+                    format!("must be above 0 and at most 100, got {target}"),
+                ));
             }
             Some(AutoScale {
                 enabled: true,
@@ -315,9 +365,15 @@ impl Ops {
                 target_cpu_percent: target,
             })
         } else {
-            for (field, given) in [("min_instances", input.min_instances.is_some()), ("target_cpu_percent", input.target_cpu_percent.is_some())] {
+            for (field, given) in [
+                ("min_instances", input.min_instances.is_some()),
+                ("target_cpu_percent", input.target_cpu_percent.is_some()),
+            ] {
                 if given {
-                    return Err(OpError::invalid(field, "only applies with auto_scale: true"));
+                    return Err(OpError::invalid(
+                        field,
+                        "only applies with auto_scale: true",
+                    ));
                 }
             }
             None
@@ -352,7 +408,9 @@ impl Ops {
     pub async fn delete_deployment(&self, id: &str) -> Result<Value, OpError> {
         let id = parse_deployment_id(id)?;
         let dep = self.deployments.delete(&id).await?;
-        Ok(json!({"deployment_id": dep.id.to_string(), "status": dep.status.as_str(), "message": format!("deployment {} deleted; its instances were terminated", dep.id)}))
+        Ok(
+            json!({"deployment_id": dep.id.to_string(), "status": dep.status.as_str(), "message": format!("deployment {} deleted; its instances were terminated", dep.id)}),
+        )
     }
 }
 

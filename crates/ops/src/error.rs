@@ -109,6 +109,8 @@ impl From<ProviderError> for OpError {
                 ErrorCode::FailedPrecondition
             }
             ProviderError::Unavailable(_) => ErrorCode::Unavailable,
+            ProviderError::NotFound(_) => ErrorCode::NotFound,
+            ProviderError::Exists(_) => ErrorCode::AlreadyExists,
             ProviderError::Exhausted(_) => ErrorCode::ResourceExhausted,
             ProviderError::Io { .. } | ProviderError::Internal(_) => ErrorCode::Internal,
         };

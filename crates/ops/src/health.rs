@@ -97,13 +97,23 @@ impl Ops {
             let cpu = usages.iter().map(|u| u.cpu_percent).sum::<f64>() / n;
             let mem = usages
                 .iter()
-                .map(|u| if u.memory_limit_mb > 0.0 { u.memory_mb / u.memory_limit_mb * 100.0 } else { 0.0 })
+                .map(|u| {
+                    if u.memory_limit_mb > 0.0 {
+                        u.memory_mb / u.memory_limit_mb * 100.0
+                    } else {
+                        0.0
+                    }
+                })
                 .sum::<f64>()
                 / n;
             (Some(round1(cpu)), Some(round1(mem)), None)
         };
         let mut issues = Vec::new();
-        for s in fleet.sandboxes.iter().filter(|s| s.health.status != HealthStatus::Healthy) {
+        for s in fleet
+            .sandboxes
+            .iter()
+            .filter(|s| s.health.status != HealthStatus::Healthy)
+        {
             issues.push(format!(
                 "sandbox {} ({}) is {}: {}",
                 s.record.id,

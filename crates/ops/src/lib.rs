@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod error;
 pub mod health;
 pub mod sandboxes;
+pub mod templates;
 
 use quantbox_sandbox::{Deployments, Manager};
 use schemars::JsonSchema;
@@ -130,6 +131,13 @@ pub fn tools() -> Vec<ToolDef> {
             input_schema: schema::<health::HealthInput>(),
             output_schema: schema::<health::HealthOutput>(),
         },
+        ToolDef {
+            name: "export_e2b_template",
+            title: "Export a sandbox as a template",
+            description: "Turns a sandbox's current filesystem into a new template that later sandboxes can start from: its template's layers plus its changes (installed software, configuration; the user's home only with `include_data`; never /tmp). The sandbox is frozen while its files are copied and keeps running afterwards.",
+            input_schema: schema::<templates::ExportInput>(),
+            output_schema: schema::<templates::ExportOutput>(),
+        },
     ]
 }
 
@@ -171,8 +179,11 @@ impl Ops {
                 to_value(self.get_e2b_sandbox_status(args::parse(args)?).await?)
             }
             "deploy_e2b_template" => to_value(self.deploy_e2b_template(args::parse(args)?).await?),
-            "scale_e2b_deployment" => to_value(self.scale_e2b_deployment(args::parse(args)?).await?),
+            "scale_e2b_deployment" => {
+                to_value(self.scale_e2b_deployment(args::parse(args)?).await?)
+            }
             "monitor_e2b_health" => to_value(self.monitor_e2b_health(args::parse(args)?).await?),
+            "export_e2b_template" => to_value(self.export_e2b_template(args::parse(args)?).await?),
             other if CONTRACT_TOOLS.contains(&other) => Err(OpError::new(
                 ErrorCode::Unavailable,
                 format!(

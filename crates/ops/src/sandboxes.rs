@@ -76,15 +76,18 @@ pub struct CreateInput {
     /// Template to start from.
     #[serde(default = "default_template")]
     pub template: String,
-    /// Lifetime in seconds (1 to 86400); the sandbox is terminated when it runs out.
-    #[serde(default = "default_sandbox_timeout")]
-    pub timeout: i64,
-    /// Hard memory limit in MB, swap included (64 to the host's memory); exceeding it OOM-kills.
-    #[serde(default = "default_memory_mb")]
-    pub memory_mb: i64,
-    /// CPU quota in cores (0.1 to the host's cores).
-    #[serde(default = "default_cpu_count")]
-    pub cpu_count: f64,
+    /// Lifetime in seconds (1 to 86400); the sandbox is terminated when it runs out. Default: the template's, else 300.
+    #[serde(default)]
+    #[schemars(extend("default" = 300), with = "i64")]
+    pub timeout: Option<i64>,
+    /// Hard memory limit in MB, swap included (64 to the host's memory); exceeding it OOM-kills. Default: the template's, else 512.
+    #[serde(default)]
+    #[schemars(extend("default" = 512), with = "i64")]
+    pub memory_mb: Option<i64>,
+    /// CPU quota in cores (0.1 to the host's cores). Default: the template's, else 1.
+    #[serde(default)]
+    #[schemars(extend("default" = 1.0), with = "f64")]
+    pub cpu_count: Option<f64>,
     /// Environment variables of every process in the sandbox.
     #[serde(default)]
     pub env_vars: BTreeMap<String, String>,
@@ -329,7 +332,9 @@ fn truncate(s: &str, n: usize) -> String {
 pub(crate) fn check_template_name(field: &str, name: &str) -> Result<(), OpError> {
     let ok = (1..=64).contains(&name.len())
         && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -471,31 +476,47 @@ pub fn exec_output(r: &ExecutionRecord) -> ExecOutput {
 impl Ops {
     pub async fn create_e2b_sandbox(&self, input: CreateInput) -> Result<CreateOutput, OpError> {
         check_name(&input.name)?;
-        if input.template.is_empty() || input.template.contains('/') {
-            return Err(OpError::invalid(
-                "template",
-                "must be a template name (no `/`)",
-            ));
-        }
-        let timeout = int_in("timeout", input.timeout, 1, 86_400)?;
+        check_template_name("template", &input.template)?;
+        let defaults = self.template_defaults(&input.template);
+        let timeout = int_in(
+            "timeout",
+            input.timeout.unwrap_or(
+                defaults
+                    .timeout_s
+                    .map_or(default_sandbox_timeout(), |t| t as i64),
+            ),
+            1,
+            86_400,
+        )?;
         let memory_mb = int_in(
             "memory_mb",
-            input.memory_mb,
+            input
+                .memory_mb
+                .unwrap_or(defaults.memory_mb.map_or(default_memory_mb(), |m| m as i64)),
             64,
             self.limits.host_memory_mb as i64,
         )?;
-        if !(input.cpu_count.is_finite()
-            && input.cpu_count >= 0.1
-            && input.cpu_count <= self.limits.host_cpus)
-        {
+        let cpu_count = input
+            .cpu_count
+            .unwrap_or(defaults.cpu_count.unwrap_or(default_cpu_count()));
+        if !(cpu_count.is_finite() && cpu_count >= 0.1 && cpu_count <= self.limits.host_cpus) {
             return Err(OpError::invalid(
                 "cpu_count",
                 format!(
-                    "must be between 0.1 and {} (this host's cores), got {}",
-                    self.limits.host_cpus, input.cpu_count
+                    "must be between 0.1 and {} (this host's cores), got {cpu_count}",
+                    self.limits.host_cpus
                 ),
             ));
         }
+        let mut env_vars = defaults.env_vars.clone();
+        env_vars.extend(input.env_vars);
+        let mut metadata = defaults.metadata.clone();
+        metadata.extend(input.metadata);
+        let input = CreateInput {
+            env_vars,
+            metadata,
+            ..input
+        };
         check_env("env_vars", &input.env_vars)?;
         check_metadata(&input.metadata)?;
         let provider = input.provider.map(|p| p.as_str().to_owned());
@@ -535,13 +556,35 @@ impl Ops {
                 template: input.template,
                 timeout: Duration::from_secs(timeout as u64),
                 memory_mb: memory_mb as u64,
-                cpu_count: input.cpu_count,
+                cpu_count,
                 env_vars: input.env_vars,
                 metadata: input.metadata,
                 provider,
                 deployment_id: None,
             })
             .await?;
+        if let Some(cmd) = defaults.start_command {
+            // The template's start command runs in the background for the sandbox's
+            // whole life; its output goes to the sandbox's log.
+            let mgr = self.manager.clone();
+            let (id, env) = (rec.id.clone(), rec.env_vars.clone());
+            let lifetime = Duration::from_secs(timeout as u64);
+            tokio::spawn(async move {
+                let params = ExecParams {
+                    command: cmd,
+                    args: Vec::new(),
+                    env,
+                    cwd: None,
+                    user: ExecUser::User,
+                    stdin: None,
+                    timeout: lifetime,
+                    capture_output: false,
+                };
+                if let Err(e) = mgr.exec(&id, params).await {
+                    tracing::warn!(sandbox = %id, error = %e, "the template's start command failed");
+                }
+            });
+        }
         Ok(CreateOutput {
             sandbox_id: rec.id.to_string(),
             name: rec.name,
@@ -755,21 +798,39 @@ impl Ops {
     pub async fn pause_sandbox(&self, sandbox_id: &str) -> Result<LifecycleOutput, OpError> {
         let id = parse_id(sandbox_id)?;
         let r = self.manager.pause(&id).await?;
-        Ok(lifecycle_out(&r, format!("sandbox {id} is paused; its lifetime clock stopped")))
+        Ok(lifecycle_out(
+            &r,
+            format!("sandbox {id} is paused; its lifetime clock stopped"),
+        ))
     }
 
     /// Thaws a paused sandbox.
     pub async fn resume_sandbox(&self, sandbox_id: &str) -> Result<LifecycleOutput, OpError> {
         let id = parse_id(sandbox_id)?;
         let r = self.manager.resume(&id).await?;
-        Ok(lifecycle_out(&r, format!("sandbox {id} runs again; it expires at {}", ts(r.expires_at))))
+        Ok(lifecycle_out(
+            &r,
+            format!(
+                "sandbox {id} runs again; it expires at {}",
+                ts(r.expires_at)
+            ),
+        ))
     }
 
     /// Extends or shortens a sandbox's lifetime.
-    pub async fn set_sandbox_timeout(&self, input: TimeoutInput) -> Result<LifecycleOutput, OpError> {
+    pub async fn set_sandbox_timeout(
+        &self,
+        input: TimeoutInput,
+    ) -> Result<LifecycleOutput, OpError> {
         let id = parse_id(&input.sandbox_id)?;
         let t = int_in("timeout", input.timeout, 1, 86_400)?;
-        let r = self.manager.set_timeout(&id, Duration::from_secs(t as u64)).await?;
-        Ok(lifecycle_out(&r, format!("sandbox {id}'s lifetime is now {t} s")))
+        let r = self
+            .manager
+            .set_timeout(&id, Duration::from_secs(t as u64))
+            .await?;
+        Ok(lifecycle_out(
+            &r,
+            format!("sandbox {id}'s lifetime is now {t} s"),
+        ))
     }
 }

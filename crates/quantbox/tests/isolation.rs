@@ -54,7 +54,11 @@ as_user_and_root!(
     another_sandbox_cannot_be_seen_as_user,
     another_sandbox_cannot_be_seen_as_root
 );
-as_user_and_root!(network, the_network_is_loopback_only_as_user, the_network_is_loopback_only_as_root);
+as_user_and_root!(
+    network,
+    the_network_is_loopback_only_as_user,
+    the_network_is_loopback_only_as_root
+);
 as_user_and_root!(
     privileged_syscalls,
     privileged_syscalls_fail_as_user,
@@ -77,24 +81,50 @@ async fn host_files(user: &str) {
     let r = sh(format!("cat /tmp/{secret}")).await;
     assert_ne!(r["exit_code"], 0, "read a host file: {r}");
     let data_dir = e.dir.path().display().to_string();
-    for path in [format!("{data_dir}/{secret}"), "/etc/shadow".into(), "/root/.bashrc".into(), "/work".into()] {
+    for path in [
+        format!("{data_dir}/{secret}"),
+        "/etc/shadow".into(),
+        "/root/.bashrc".into(),
+        "/work".into(),
+    ] {
         let r = sh(format!("cat {path} || ls {path}")).await;
         assert_ne!(r["exit_code"], 0, "{path} is visible inside: {r}");
     }
-    let found = e.ok_as(&id, &format!("find / -xdev -name '{secret}*' 2>/dev/null; echo done"), user).await;
+    let found = e
+        .ok_as(
+            &id,
+            &format!("find / -xdev -name '{secret}*' 2>/dev/null; echo done"),
+            user,
+        )
+        .await;
     assert_eq!(found.trim(), "done", "found a host file by search: {found}");
     // The overlay's upper directory path is printed in mountinfo; it does not exist inside.
     let upper = e
-        .ok_as(&id, "sed -n 's/.*upperdir=\\([^,]*\\).*/\\1/p' /proc/self/mountinfo | head -1", user)
+        .ok_as(
+            &id,
+            "sed -n 's/.*upperdir=\\([^,]*\\).*/\\1/p' /proc/self/mountinfo | head -1",
+            user,
+        )
         .await;
-    assert!(upper.trim().starts_with('/'), "no upperdir in mountinfo: {upper}");
+    assert!(
+        upper.trim().starts_with('/'),
+        "no upperdir in mountinfo: {upper}"
+    );
     let r = sh(format!("ls {}", upper.trim())).await;
-    assert_ne!(r["exit_code"], 0, "the host path of the writable layer is reachable: {r}");
+    assert_ne!(
+        r["exit_code"], 0,
+        "the host path of the writable layer is reachable: {r}"
+    );
     // /proc/1/root is init's root: the sandbox's own. init's fds and environment are not
     // readable, not even by root inside (init is not dumpable).
     let r = sh(format!("cat /proc/1/root/tmp/{secret}")).await;
     assert_ne!(r["exit_code"], 0);
-    for probe in ["ls /proc/1/fd", "cat /proc/1/environ", "readlink /proc/1/fd/1", "cat /proc/1/mem"] {
+    for probe in [
+        "ls /proc/1/fd",
+        "cat /proc/1/environ",
+        "readlink /proc/1/fd/1",
+        "cat /proc/1/mem",
+    ] {
         let r = sh(probe.into()).await;
         assert_ne!(r["exit_code"], 0, "{probe} worked: {r}");
     }
@@ -102,23 +132,38 @@ async fn host_files(user: &str) {
     // Writes land in the sandbox's own layer, never in host files.
     let r = sh("echo pwned > /usr/bin/qb-write-test".into()).await;
     if user == "user" {
-        assert_ne!(r["exit_code"], 0, "wrote into /usr as the sandbox user: {r}");
+        assert_ne!(
+            r["exit_code"], 0,
+            "wrote into /usr as the sandbox user: {r}"
+        );
     } else {
         assert_eq!(r["exit_code"], 0, "root owns the sandbox's /usr: {r}");
     }
     assert!(!std::path::Path::new("/usr/bin/qb-write-test").exists());
-    e.ok_as(&id, &format!("echo sandbox > /tmp/{secret}; echo mine > /tmp/qb-mine"), user).await;
+    e.ok_as(
+        &id,
+        &format!("echo sandbox > /tmp/{secret}; echo mine > /tmp/qb-mine"),
+        user,
+    )
+    .await;
     assert_eq!(std::fs::read_to_string(&host_tmp).unwrap(), "host secret");
     assert!(!std::path::Path::new("/tmp/qb-mine").exists());
     // Devices of the host do not exist; new ones cannot be made.
     let r = sh("ls /dev/vda /dev/sda /dev/mem /dev/kmsg 2>&1".into()).await;
     assert_ne!(r["exit_code"], 0);
     let devs = e.ok_as(&id, "ls /dev | sort | tr '\\n' ' '", user).await;
-    assert_eq!(devs.trim(), "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero");
+    assert_eq!(
+        devs.trim(),
+        "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero"
+    );
     let r = sh("mknod /tmp/disk b 254 0".into()).await;
     assert_ne!(r["exit_code"], 0, "mknod worked: {r}");
     // Kernel settings are out of reach.
-    for w in ["echo 1 > /proc/sys/kernel/sysrq", "echo 1 > /proc/sys/net/ipv4/ip_forward", "sysctl -w vm.drop_caches=3"] {
+    for w in [
+        "echo 1 > /proc/sys/kernel/sysrq",
+        "echo 1 > /proc/sys/net/ipv4/ip_forward",
+        "sysctl -w vm.drop_caches=3",
+    ] {
         let r = sh(w.into()).await;
         assert_ne!(r["exit_code"], 0, "{w} worked: {r}");
     }
@@ -135,24 +180,43 @@ async fn host_files(user: &str) {
 
 async fn host_processes(user: &str) {
     let e = Engine::start().await;
-    let mut victim = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     let vpid = victim.id();
     let id = e.create(json!({})).await;
     // Only the sandbox's own processes: init (1), the shell, ps.
     let ps = e.ok_as(&id, "ps -e -o pid=,comm= ", user).await;
-    let pids: Vec<i64> = ps.lines().filter_map(|l| l.split_whitespace().next()?.parse().ok()).collect();
-    assert!(pids.iter().all(|p| *p < 50), "host processes are visible: {ps}");
+    let pids: Vec<i64> = ps
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        pids.iter().all(|p| *p < 50),
+        "host processes are visible: {ps}"
+    );
     assert!(!ps.contains("sleep"), "{ps}");
     assert!(ps.lines().any(|l| l.trim().starts_with("1 ")), "{ps}");
-    let r = e.sh_as(&id, &format!("kill -9 {vpid}; ls /proc/{vpid}"), user).await;
+    let r = e
+        .sh_as(&id, &format!("kill -9 {vpid}; ls /proc/{vpid}"), user)
+        .await;
     assert_ne!(r["exit_code"], 0, "{r}");
-    assert!(victim.try_wait().unwrap().is_none(), "the host process was killed from inside");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the host process was killed from inside"
+    );
     // Killing init from inside does nothing: pid 1 ignores signals it has no handler
     // for, even from root of its namespace.
-    let r = e.sh_as(&id, "kill -9 1; kill -TERM 1; sleep 0.2; echo alive", user).await;
+    let r = e
+        .sh_as(&id, "kill -9 1; kill -TERM 1; sleep 0.2; echo alive", user)
+        .await;
     assert!(r["stdout"].as_str().unwrap().contains("alive"));
     let r = e.sh(&id, "echo still").await;
-    assert_eq!(r["stdout"], "still\n", "the sandbox died after signals to its init");
+    assert_eq!(
+        r["stdout"], "still\n",
+        "the sandbox died after signals to its init"
+    );
     victim.kill().unwrap();
     victim.wait().unwrap();
     e.shutdown().await;
@@ -162,23 +226,45 @@ async fn another_sandbox(user: &str) {
     let e = Engine::start().await;
     let a = e.create(json!({"name": "a"})).await;
     let b = e.create(json!({"name": "b"})).await;
-    e.ok(&a, "echo a-secret > /home/user/a-secret; echo a-secret > /tmp/a-secret").await;
+    e.ok(
+        &a,
+        "echo a-secret > /home/user/a-secret; echo a-secret > /tmp/a-secret",
+    )
+    .await;
     // A long-running process in A, started in the background of a finished command.
-    e.ok(&a, "nohup sleep 300 >/dev/null 2>&1 & echo started").await;
+    e.ok(&a, "nohup sleep 300 >/dev/null 2>&1 & echo started")
+        .await;
     let a_ps = e.ok(&a, "pgrep -x sleep").await;
     let a_sleep: i64 = a_ps.trim().parse().unwrap();
-    let r = e.sh_as(&b, "ls /home/user/a-secret /tmp/a-secret", user).await;
+    let r = e
+        .sh_as(&b, "ls /home/user/a-secret /tmp/a-secret", user)
+        .await;
     assert_ne!(r["exit_code"], 0, "B sees A's files: {r}");
     let found = e
-        .ok_as(&b, "find / -xdev -name 'a-secret' 2>/dev/null; pgrep -x sleep; echo done", user)
+        .ok_as(
+            &b,
+            "find / -xdev -name 'a-secret' 2>/dev/null; pgrep -x sleep; echo done",
+            user,
+        )
         .await;
-    assert_eq!(found.trim(), "done", "B sees A's files or processes: {found}");
+    assert_eq!(
+        found.trim(),
+        "done",
+        "B sees A's files or processes: {found}"
+    );
     // A's pid means nothing in B.
     let r = e.sh_as(&b, &format!("kill -9 {a_sleep}"), user).await;
     assert_ne!(r["exit_code"], 0);
-    assert_eq!(e.ok(&a, "pgrep -x sleep").await.trim(), a_ps.trim(), "A's process was killed from B");
+    assert_eq!(
+        e.ok(&a, "pgrep -x sleep").await.trim(),
+        a_ps.trim(),
+        "A's process was killed from B"
+    );
     // Different hostnames and namespaces of every kind.
-    assert_ne!(e.ok(&a, "hostname").await, e.ok_as(&b, "hostname", user).await);
+    assert_ne!(
+        e.ok(&a, "hostname").await,
+        e.ok_as(&b, "hostname", user).await
+    );
     let ns = "readlink /proc/self/ns/ipc /proc/self/ns/net /proc/self/ns/mnt /proc/self/ns/user /proc/self/ns/pid /proc/self/ns/uts /proc/self/ns/cgroup";
     let a_ns = e.ok(&a, ns).await;
     let b_ns = e.ok_as(&b, ns, user).await;
@@ -193,7 +279,13 @@ async fn network(user: &str) {
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = host.local_addr().unwrap().port();
     let id = e.create(json!({})).await;
-    let ifaces = e.ok_as(&id, "awk -F: 'NR>2 {gsub(/ /,\"\",$1); print $1}' /proc/net/dev", user).await;
+    let ifaces = e
+        .ok_as(
+            &id,
+            "awk -F: 'NR>2 {gsub(/ /,\"\",$1); print $1}' /proc/net/dev",
+            user,
+        )
+        .await;
     assert_eq!(ifaces.trim(), "lo");
     let (code, out) = e
         .py_as(
@@ -205,15 +297,28 @@ async fn network(user: &str) {
         )
         .await;
     assert_eq!(code, 0, "{out}");
-    assert!(!out.contains("CONNECTED"), "reached a network address: {out}");
-    assert!(out.contains(&format!("refused ('127.0.0.1', {port}) 111")), "host loopback: {out}");
-    assert!(out.contains("refused ('1.1.1.1', 53) 101"), "no route expected: {out}");
+    assert!(
+        !out.contains("CONNECTED"),
+        "reached a network address: {out}"
+    );
+    assert!(
+        out.contains(&format!("refused ('127.0.0.1', {port}) 111")),
+        "host loopback: {out}"
+    );
+    assert!(
+        out.contains("refused ('1.1.1.1', 53) 101"),
+        "no route expected: {out}"
+    );
     let (_, dns) = e
         .py_as(&id, "import socket\ntry:\n    print(socket.gethostbyname('example.com'))\nexcept OSError as e:\n    print('no dns', e)", user)
         .await;
     assert!(dns.contains("no dns"), "{dns}");
     // Making an interface or a route needs CAP_NET_ADMIN, which nobody inside has.
-    for cmd in ["ip link add qb0 type dummy", "ip route add default dev lo", "ip link set lo down"] {
+    for cmd in [
+        "ip link add qb0 type dummy",
+        "ip route add default dev lo",
+        "ip link set lo down",
+    ] {
         let r = e.sh_as(&id, cmd, user).await;
         assert_ne!(r["exit_code"], 0, "{cmd} worked: {r}");
     }
@@ -294,7 +399,11 @@ print([l for l in status.splitlines() if l.startswith(("Cap", "NoNewPrivs", "Sec
         .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ALL REFUSED"), "{out}");
-    let caps = if user == "root" { root_caps_mask() } else { "0".repeat(16) };
+    let caps = if user == "root" {
+        root_caps_mask()
+    } else {
+        "0".repeat(16)
+    };
     for line in [
         format!("CapPrm:\\t{caps}"),
         format!("CapEff:\\t{caps}"),
@@ -307,7 +416,12 @@ print([l for l in status.splitlines() if l.startswith(("Cap", "NoNewPrivs", "Sec
         assert!(out.contains(&line), "{line} missing in {out}");
     }
     // The tools that wrap these fail the same way.
-    for cmd in ["mount -t tmpfs none /mnt", "unshare -U true", "unshare -n true", "unshare -r true"] {
+    for cmd in [
+        "mount -t tmpfs none /mnt",
+        "unshare -U true",
+        "unshare -n true",
+        "unshare -r true",
+    ] {
         let r = e.sh_as(&id, cmd, user).await;
         assert_ne!(r["exit_code"], 0, "{cmd} worked: {r}");
     }
@@ -337,17 +451,34 @@ async fn setuid_binaries_do_not_escalate() {
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
     }
     for name in ["id-sandbox-root", "id-host-root"] {
-        let r = e.sh(&id, &format!("ls -l /opt/suid/{name}; /opt/suid/{name}")).await;
+        let r = e
+            .sh(&id, &format!("ls -l /opt/suid/{name}; /opt/suid/{name}"))
+            .await;
         let out = r["stdout"].as_str().unwrap();
-        assert!(out.contains("rws"), "the setuid bit is not visible, so the test proves nothing: {out}");
-        assert!(out.contains("uid=1000(user)") && !out.contains("euid="), "{name} escalated: {out}");
+        assert!(
+            out.contains("rws"),
+            "the setuid bit is not visible, so the test proves nothing: {out}"
+        );
+        assert!(
+            out.contains("uid=1000(user)") && !out.contains("euid="),
+            "{name} escalated: {out}"
+        );
     }
     // The host's own setuid programs do not help either.
-    for cmd in ["su -c id root </dev/null", "/usr/bin/newgrp root </dev/null", "passwd -S root </dev/null"] {
+    for cmd in [
+        "su -c id root </dev/null",
+        "/usr/bin/newgrp root </dev/null",
+        "passwd -S root </dev/null",
+    ] {
         let r = e.sh(&id, cmd).await;
-        assert!(!r["stdout"].as_str().unwrap().contains("uid=0"), "{cmd}: {r}");
+        assert!(
+            !r["stdout"].as_str().unwrap().contains("uid=0"),
+            "{cmd}: {r}"
+        );
     }
-    let r = e.sh(&id, "ls -l /usr/bin/su && su -c 'id -u' root </dev/null").await;
+    let r = e
+        .sh(&id, "ls -l /usr/bin/su && su -c 'id -u' root </dev/null")
+        .await;
     assert_ne!(r["exit_code"], 0, "su worked: {r}");
     e.shutdown().await;
 }
@@ -376,7 +507,11 @@ async fn root_inside_owns_the_sandbox_and_is_no_one_outside() {
     // On the host, root's files belong to an unprivileged uid of the sandboxes' range.
     let upper = e.sandbox_dir(&id).join("upper-usr/local/qbtool");
     let meta = std::fs::metadata(&upper).unwrap();
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 1_000_000, "root inside is not host uid 1000000");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        1_000_000,
+        "root inside is not host uid 1000000"
+    );
     let file = std::fs::metadata(upper.join("bin")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&file), 1_001_000);
     e.shutdown().await;

@@ -334,7 +334,15 @@ pub const SANDBOX_ROOT_CAPS: &[u32] = &[
 /// clears the ambient set, so nothing executed later can gain one outside `keep`.
 pub fn restrict_bounding_set(keep: &[u32]) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    check_int(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) })?;
+    check_int(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    })?;
     for cap in 0..=63u32 {
         if keep.contains(&cap) {
             continue;

@@ -142,7 +142,10 @@ impl Deployments {
     }
 
     fn serial(&self, id: &DeploymentId) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.inner.locks).entry(id.clone()).or_default().clone()
+        lock(&self.inner.locks)
+            .entry(id.clone())
+            .or_default()
+            .clone()
     }
 
     fn record(&self, id: &DeploymentId) -> Result<DeploymentRecord, DeploymentError> {
@@ -263,7 +266,9 @@ impl Deployments {
                     Ok(r) => {
                         let o = &r.outcome;
                         let how = match (o.exit_code, o.signal, o.timed_out) {
-                            (_, _, true) => format!("ran past {} s and was killed", timeout.as_secs()),
+                            (_, _, true) => {
+                                format!("ran past {} s and was killed", timeout.as_secs())
+                            }
                             (Some(c), _, _) => format!("exited with {c}"),
                             (None, Some(s), _) => format!("was killed by signal {s}"),
                             (None, None, _) => "did not finish".into(),
@@ -309,7 +314,13 @@ impl Deployments {
             .await?;
         }
         for (i, cmd) in c.setup_commands.iter().enumerate() {
-            run(format!("setup_commands[{i}]"), cmd.clone(), Vec::new(), None).await?;
+            run(
+                format!("setup_commands[{i}]"),
+                cmd.clone(),
+                Vec::new(),
+                None,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -339,7 +350,10 @@ impl Deployments {
                 self.event(
                     &dep.id,
                     "deployed",
-                    format!("deployed template `{}` with its first instance {id}", dep.template),
+                    format!(
+                        "deployed template `{}` with its first instance {id}",
+                        dep.template
+                    ),
                     json!({"sandbox_id": id.to_string()}),
                 );
                 Ok((dep, id))
@@ -351,7 +365,10 @@ impl Deployments {
                 self.event(
                     &dep.id,
                     "failed",
-                    format!("deployment failed: {}; everything it made was removed", f.message),
+                    format!(
+                        "deployment failed: {}; everything it made was removed",
+                        f.message
+                    ),
                     f.details.clone(),
                 );
                 let mut details = f.details;
@@ -394,7 +411,11 @@ impl Deployments {
         };
         let before = self.instances(id)?.len();
         let instances = self.resize(&dep, target as usize).await?;
-        dep.desired_instances = if auto.enabled { auto.max_instances } else { count };
+        dep.desired_instances = if auto.enabled {
+            auto.max_instances
+        } else {
+            count
+        };
         dep.auto_scale = auto;
         dep.updated_at = Timestamp::now();
         self.inner.store.put_deployment(&dep)?;
@@ -532,7 +553,12 @@ impl Deployments {
         dep.auto_scale.enabled = false;
         dep.updated_at = Timestamp::now();
         self.inner.store.put_deployment(&dep)?;
-        self.event(id, "deleted", format!("deleted; its {n} instances were terminated"), json!({"terminated": n}));
+        self.event(
+            id,
+            "deleted",
+            format!("deleted; its {n} instances were terminated"),
+            json!({"terminated": n}),
+        );
         Ok(dep)
     }
 
@@ -602,7 +628,9 @@ async fn controller(weak: Weak<Inner>, id: DeploymentId) {
             return;
         }
         let a = dep.auto_scale;
-        let Ok(instances) = d.instances(&id) else { continue };
+        let Ok(instances) = d.instances(&id) else {
+            continue;
+        };
         // Died (crashed, lost, expired): replace at once, up to the minimum.
         if (instances.len() as u32) < a.min_instances {
             let missing = a.min_instances as usize - instances.len();
@@ -611,7 +639,10 @@ async fn controller(weak: Weak<Inner>, id: DeploymentId) {
                 d.event(
                     &id,
                     "replaced",
-                    format!("{missing} instance(s) below the minimum of {}; started {made}", a.min_instances),
+                    format!(
+                        "{missing} instance(s) below the minimum of {}; started {made}",
+                        a.min_instances
+                    ),
                     json!({"missing": missing, "started": made}),
                 );
             }
@@ -622,7 +653,10 @@ async fn controller(weak: Weak<Inner>, id: DeploymentId) {
         // Mean CPU as a share of each instance's quota, over the last interval.
         let now = Instant::now();
         let mut shares = Vec::new();
-        for r in instances.iter().filter(|r| r.status == SandboxStatus::Running) {
+        for r in instances
+            .iter()
+            .filter(|r| r.status == SandboxStatus::Running)
+        {
             if let Ok(ns) = d.inner.mgr.cpu_time_ns(&r.id).await {
                 if let Some((t, prev)) = last.get(&r.id) {
                     let secs = now.duration_since(*t).as_secs_f64();
@@ -657,7 +691,9 @@ async fn controller(weak: Weak<Inner>, id: DeploymentId) {
         if let Some((kind, to)) = decision {
             (above, below) = (0, 0);
             let res = d.resize(&dep, to as usize).await;
-            let failed = res.as_ref().map_or(1, |o| o.iter().filter(|i| i.status == "failed").count());
+            let failed = res
+                .as_ref()
+                .map_or(1, |o| o.iter().filter(|i| i.status == "failed").count());
             d.event(
                 &id,
                 kind,
@@ -677,9 +713,9 @@ impl Manager {
     /// Total CPU time of a running sandbox, nanoseconds (for the auto-scaler).
     pub async fn cpu_time_ns(&self, id: &SandboxId) -> Result<u64, ManagerError> {
         let rec = self.get(id)?;
-        let p = self
-            .provider(&rec.provider)
-            .ok_or_else(|| ManagerError::Unavailable(format!("provider {} is gone", rec.provider)))?;
+        let p = self.provider(&rec.provider).ok_or_else(|| {
+            ManagerError::Unavailable(format!("provider {} is gone", rec.provider))
+        })?;
         Ok(p.counters(id).await?.cpu_usage_ns)
     }
 }

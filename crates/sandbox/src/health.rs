@@ -170,18 +170,31 @@ mod tests {
 
     #[test]
     fn memory_is_high_only_above_ninety_percent() {
-        assert_eq!(evaluate(&usage(900, 1000, 1, 512)).status, HealthStatus::Healthy);
+        assert_eq!(
+            evaluate(&usage(900, 1000, 1, 512)).status,
+            HealthStatus::Healthy
+        );
         let h = evaluate(&usage(901, 1000, 1, 512));
         assert_eq!(h.status, HealthStatus::Degraded);
         assert!(h.reasons[0].contains("above 90 %"));
-        assert_eq!(evaluate(&usage(0, 0, 1, 512)).status, HealthStatus::Healthy, "no limit known");
+        assert_eq!(
+            evaluate(&usage(0, 0, 1, 512)).status,
+            HealthStatus::Healthy,
+            "no limit known"
+        );
     }
 
     #[test]
     fn the_pids_limit_counts_when_reached() {
-        assert_eq!(evaluate(&usage(0, 1000, 511, 512)).status, HealthStatus::Healthy);
+        assert_eq!(
+            evaluate(&usage(0, 1000, 511, 512)).status,
+            HealthStatus::Healthy
+        );
         let h = evaluate(&usage(0, 1000, 512, 512));
-        assert_eq!((h.status, h.reasons[0].as_str()), (HealthStatus::Degraded, "at its limit of 512 processes"));
+        assert_eq!(
+            (h.status, h.reasons[0].as_str()),
+            (HealthStatus::Degraded, "at its limit of 512 processes")
+        );
         let mut i = usage(0, 1000, 3, 512);
         if let Some(Ok(u)) = &mut i.usage {
             u.pids_limit_hit_recent = true;
@@ -217,11 +230,20 @@ mod tests {
             (StopReason::Lost, HealthStatus::Unhealthy),
             (StopReason::StartFailed, HealthStatus::Unhealthy),
         ] {
-            let h = evaluate(&Inputs { stopped: Some(reason), ..Inputs::default() });
+            let h = evaluate(&Inputs {
+                stopped: Some(reason),
+                ..Inputs::default()
+            });
             assert_eq!(h.status, status, "{reason:?}");
         }
-        let paused = evaluate(&Inputs { paused: true, ..Inputs::default() });
-        assert_eq!((paused.status, paused.reasons), (HealthStatus::Healthy, vec!["paused".to_owned()]));
+        let paused = evaluate(&Inputs {
+            paused: true,
+            ..Inputs::default()
+        });
+        assert_eq!(
+            (paused.status, paused.reasons),
+            (HealthStatus::Healthy, vec!["paused".to_owned()])
+        );
     }
 
     #[test]

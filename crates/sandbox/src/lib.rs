@@ -11,14 +11,18 @@ pub mod manager;
 pub mod model;
 pub mod provider;
 pub mod store;
+pub mod template;
 pub mod time;
 
-pub use id::{ExecutionId, SandboxId};
+pub use deployment::{
+    AutoScale, DeploymentConfig, DeploymentEvent, DeploymentId, DeploymentRecord, DeploymentStatus,
+};
 pub use deployments::{
     DeploymentError, DeploymentView, Deployments, DeploymentsConfig, InstanceFailure,
     InstanceOutcome, ScaleOutcome,
 };
 pub use health::{Health, HealthStatus};
+pub use id::{ExecutionId, SandboxId};
 pub use manager::{
     CreateParams, ExecParams, FleetHealth, Manager, ManagerConfig, ManagerError, SandboxHealth,
     StatusReport, TerminateOutcome, UsageReport,
@@ -28,8 +32,6 @@ pub use provider::{
     Adoption, Counters, LimitSupport, OutputSink, Provider, ProviderError, ProviderInfo,
     Termination, UnexpectedExit,
 };
-pub use deployment::{
-    AutoScale, DeploymentConfig, DeploymentEvent, DeploymentId, DeploymentRecord, DeploymentStatus,
-};
 pub use store::{DeploymentStore, SandboxStore, StoreError};
+pub use template::{CopyProgress, TemplateDefaults, TemplateInfo};
 pub use time::Timestamp;

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::id::{ExecutionId, SandboxId};
 use crate::health::{self, Health};
+use crate::id::{ExecutionId, SandboxId};
 use crate::logs::LineSplitter;
 use crate::model::{
     ExecOutcome, ExecRequest, ExecStatus, ExecUser, ExecutionRecord, ListFilter, LogLine,
@@ -588,7 +588,9 @@ impl Manager {
         let entry = self.running_entry(id)?;
         let _serial = entry.stop_lock.lock().await;
         if lock(&entry.record).status != SandboxStatus::Running {
-            return Err(ManagerError::Precondition(format!("sandbox {id} is not running")));
+            return Err(ManagerError::Precondition(format!(
+                "sandbox {id} is not running"
+            )));
         }
         entry.provider.pause(id).await?;
         if let Some(t) = lock(&entry.timer).take() {
@@ -658,7 +660,9 @@ impl Manager {
         let record = {
             let mut r = lock(&entry.record);
             if r.status == SandboxStatus::Stopped {
-                return Err(ManagerError::Precondition(format!("sandbox {id} is stopped")));
+                return Err(ManagerError::Precondition(format!(
+                    "sandbox {id} is stopped"
+                )));
             }
             r.expires_at = match r.paused_at {
                 Some(at) => at.plus_ms(ms),
@@ -674,9 +678,72 @@ impl Manager {
         }
         self.event(
             &entry,
-            format!("lifetime set to {} s from now (expires at {})", timeout.as_secs(), record.expires_at),
+            format!(
+                "lifetime set to {} s from now (expires at {})",
+                timeout.as_secs(),
+                record.expires_at
+            ),
         );
         Ok(record)
+    }
+
+    /// Makes template `name` from an active sandbox (see
+    /// [`Provider::export_template`]); the new template's defaults are the sandbox's
+    /// resources and environment.
+    pub async fn export_template(
+        &self,
+        id: &SandboxId,
+        name: &str,
+        include_data: bool,
+        progress: crate::template::CopyProgress,
+    ) -> Result<crate::template::TemplateInfo, ManagerError> {
+        let entry = self.active_entry(id)?;
+        let record = entry.record();
+        let parent = entry
+            .provider
+            .template_info()
+            .into_iter()
+            .find(|t| t.name == record.template);
+        let defaults = crate::template::TemplateDefaults {
+            memory_mb: Some(record.resources.memory_mb),
+            cpu_count: Some(record.resources.cpu_count),
+            timeout_s: None,
+            env_vars: record.env_vars.clone(),
+            start_command: parent
+                .as_ref()
+                .and_then(|p| p.defaults.start_command.clone()),
+            metadata: parent
+                .as_ref()
+                .map(|p| p.defaults.metadata.clone())
+                .unwrap_or_default(),
+            category: parent.and_then(|p| p.defaults.category),
+        };
+        let info = entry
+            .provider
+            .export_template(id, name, include_data, defaults, progress)
+            .await?;
+        self.event(
+            &entry,
+            format!(
+                "exported as template `{name}` ({:.1} MB, {} files{})",
+                info.size_bytes as f64 / (1024.0 * 1024.0),
+                info.files_count,
+                if include_data {
+                    ", home directory included"
+                } else {
+                    ""
+                }
+            ),
+        );
+        Ok(info)
+    }
+
+    /// Templates that active sandboxes were made from.
+    pub fn templates_in_use(&self) -> Vec<String> {
+        lock(&self.inner.entries)
+            .values()
+            .map(|e| lock(&e.record).template.clone())
+            .collect()
     }
 
     /// An active (running or paused) sandbox, or the error that says why it is not one.
@@ -836,7 +903,11 @@ impl Manager {
     async fn measure(
         &self,
         entry: &Arc<Entry>,
-    ) -> (SandboxRecord, Option<(UsageReport, crate::model::ResourceUsage)>, Health) {
+    ) -> (
+        SandboxRecord,
+        Option<(UsageReport, crate::model::ResourceUsage)>,
+        Health,
+    ) {
         let record = entry.record();
         let id = &record.id;
         let paused = record.status == SandboxStatus::Paused;
@@ -865,8 +936,12 @@ impl Manager {
                     pids: u.pids,
                     pids_max: u.pids_max,
                     oom_kills: u.oom_kills,
-                    oom_kill_recent: s.oom_last_increase.is_some_and(|t| now.duration_since(t) < recent),
-                    pids_limit_hit_recent: s.pids_last_hit.is_some_and(|t| now.duration_since(t) < recent),
+                    oom_kill_recent: s
+                        .oom_last_increase
+                        .is_some_and(|t| now.duration_since(t) < recent),
+                    pids_limit_hit_recent: s
+                        .pids_last_hit
+                        .is_some_and(|t| now.duration_since(t) < recent),
                 }))
             }
             Err(e) => Some(Err(e.to_string())),

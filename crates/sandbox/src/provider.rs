@@ -21,6 +21,12 @@ pub enum ProviderError {
     /// The sandbox is not known to this provider (any more).
     #[error("sandbox {0} is not running")]
     NotRunning(SandboxId),
+    /// Something named does not exist (a template).
+    #[error("{0}")]
+    NotFound(String),
+    /// Something of that name exists already (a template).
+    #[error("{0}")]
+    Exists(String),
     /// The provider cannot do this at all here (rootless without cgroups, no API key).
     #[error("{0}")]
     Unavailable(String),
@@ -160,6 +166,54 @@ pub trait Provider: Send + Sync + 'static {
     async fn pause(&self, id: &SandboxId) -> Result<(), ProviderError> {
         Err(ProviderError::Unavailable(format!(
             "provider {} cannot pause sandbox {id}",
+            self.name()
+        )))
+    }
+
+    /// Templates with their sizes, sources and defaults.
+    fn template_info(&self) -> Vec<crate::template::TemplateInfo> {
+        Vec::new()
+    }
+
+    /// Makes template `name` from a root filesystem (a directory or a tar archive) at
+    /// `source` on this machine.
+    async fn import_template(
+        &self,
+        name: &str,
+        source: &std::path::Path,
+        defaults: crate::template::TemplateDefaults,
+        progress: crate::template::CopyProgress,
+    ) -> Result<crate::template::TemplateInfo, ProviderError> {
+        let _ = (source, defaults, progress);
+        Err(ProviderError::Unavailable(format!(
+            "provider {} cannot import template {name}",
+            self.name()
+        )))
+    }
+
+    /// Makes template `name` from a running or paused sandbox: its template's layers plus
+    /// its changes (without the user's home unless `include_data`; never /tmp). The
+    /// sandbox is frozen while its files are copied, and keeps running.
+    async fn export_template(
+        &self,
+        id: &SandboxId,
+        name: &str,
+        include_data: bool,
+        defaults: crate::template::TemplateDefaults,
+        progress: crate::template::CopyProgress,
+    ) -> Result<crate::template::TemplateInfo, ProviderError> {
+        let _ = (name, include_data, defaults, progress);
+        Err(ProviderError::Unavailable(format!(
+            "provider {} cannot export sandbox {id}",
+            self.name()
+        )))
+    }
+
+    /// Deletes template `name` unless it is one of `in_use` or built in.
+    async fn delete_template(&self, name: &str, in_use: &[String]) -> Result<(), ProviderError> {
+        let _ = in_use;
+        Err(ProviderError::Unavailable(format!(
+            "provider {} cannot delete template {name}",
             self.name()
         )))
     }

@@ -119,7 +119,11 @@ impl Engine {
             .unwrap_or_else(|e| panic!("python failed to start: {e}"));
         (
             r["exit_code"].as_i64().unwrap_or(-1),
-            format!("{}{}", r["stdout"].as_str().unwrap(), r["stderr"].as_str().unwrap()),
+            format!(
+                "{}{}",
+                r["stdout"].as_str().unwrap(),
+                r["stderr"].as_str().unwrap()
+            ),
         )
     }
 

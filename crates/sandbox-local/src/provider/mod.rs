@@ -84,6 +84,9 @@ impl LocalConfig {
 #[derive(Debug, Serialize, Deserialize)]
 struct Runtime {
     slot: String,
+    /// The template it was made from (empty for sandboxes made before this was kept).
+    #[serde(default)]
+    template: String,
     init_pid: i32,
     init_start_time: u64,
 }
@@ -104,6 +107,7 @@ struct Instance {
 /// A sandbox given out.
 struct Sandbox {
     slot: String,
+    template: String,
     dir: PathBuf,
     pidfd: Arc<OwnedFd>,
     client: InitClient,
@@ -387,6 +391,7 @@ impl LocalProvider {
         .map_err(io_err("watching init"))?;
         let sb = Arc::new(Sandbox {
             slot: inst.slot.clone(),
+            template: inst.template.clone(),
             dir: inst.dir,
             pidfd: pidfd.clone(),
             client: inst.client,
@@ -441,6 +446,67 @@ impl LocalProvider {
             }
         });
         Ok(sb)
+    }
+}
+
+fn template_info(t: &template::Template) -> quantbox_sandbox::TemplateInfo {
+    let d = &t.defaults;
+    quantbox_sandbox::TemplateInfo {
+        name: t.name.clone(),
+        id: t.layers.first().map(|l| l.id.clone()).unwrap_or_default(),
+        provider: "local".into(),
+        builtin: t.builtin,
+        layers: t.layers.len(),
+        size_bytes: t.size_bytes,
+        files_count: t.files_count,
+        source: t.source.clone(),
+        parent: t
+            .source
+            .split_once("(template ")
+            .map(|(_, p)| p.trim_end_matches(')').to_owned()),
+        created_at: Timestamp::from_unix_ms(t.created_at_ms),
+        defaults: quantbox_sandbox::TemplateDefaults {
+            memory_mb: d.memory_mb,
+            cpu_count: d.cpu_count,
+            timeout_s: d.timeout_s,
+            env_vars: d.env_vars.clone(),
+            start_command: d.start_command.clone(),
+            metadata: d.metadata.clone(),
+            category: d.category.clone(),
+        },
+    }
+}
+
+fn defaults_in(d: quantbox_sandbox::TemplateDefaults) -> template::TemplateDefaults {
+    template::TemplateDefaults {
+        memory_mb: d.memory_mb,
+        cpu_count: d.cpu_count,
+        timeout_s: d.timeout_s,
+        env_vars: d.env_vars,
+        start_command: d.start_command,
+        metadata: d.metadata,
+        category: d.category,
+    }
+}
+
+/// Template errors as the contract's codes see them.
+fn template_error(e: template::TemplateError) -> ProviderError {
+    use template::TemplateError as T;
+    match e {
+        T::InvalidName(m) => ProviderError::Invalid(format!("template_name: {m}")),
+        T::Exists(n) => ProviderError::Exists(format!(
+            "template_name: a template named `{n}` exists already"
+        )),
+        T::NotFound(n) => ProviderError::NotFound(format!("no template named `{n}`")),
+        T::Builtin(n) => {
+            ProviderError::Precondition(format!("template `{n}` is built in and cannot be deleted"))
+        }
+        T::InUse(n) => ProviderError::Precondition(format!(
+            "template `{n}` is in use by a sandbox or a deployment; terminate or delete them first"
+        )),
+        e @ (T::UnsafeArchive { .. } | T::BadSource(_)) => ProviderError::Invalid(e.to_string()),
+        e @ T::NotMergedUsr(_) => ProviderError::Unavailable(e.to_string()),
+        e @ T::Io { .. } => ProviderError::Internal(e.to_string()),
     }
 }
 
@@ -558,6 +624,7 @@ impl Provider for LocalProvider {
         };
         let runtime = Runtime {
             slot: inst.slot.clone(),
+            template: spec.template.clone(),
             init_pid: inst.init_pid,
             init_start_time: sys::process_start_time(inst.init_pid).unwrap_or(0),
         };
@@ -691,6 +758,126 @@ impl Provider for LocalProvider {
             .map_err(|_| ProviderError::NotRunning(id.clone()))
     }
 
+    fn template_info(&self) -> Vec<quantbox_sandbox::TemplateInfo> {
+        self.inner
+            .templates
+            .list()
+            .iter()
+            .map(template_info)
+            .collect()
+    }
+
+    async fn import_template(
+        &self,
+        name: &str,
+        source: &Path,
+        defaults: quantbox_sandbox::TemplateDefaults,
+        progress: quantbox_sandbox::CopyProgress,
+    ) -> Result<quantbox_sandbox::TemplateInfo, ProviderError> {
+        let inner = self.inner.clone();
+        let (name, source) = (name.to_owned(), source.to_owned());
+        let t = tokio::task::spawn_blocking(move || {
+            inner.templates.import(
+                &name,
+                &source,
+                defaults_in(defaults),
+                &|s: template::CopyStats| progress(s.bytes, s.files),
+            )
+        })
+        .await
+        .map_err(|e| ProviderError::Internal(e.to_string()))?
+        .map_err(template_error)?;
+        Ok(template_info(&t))
+    }
+
+    async fn export_template(
+        &self,
+        id: &SandboxId,
+        name: &str,
+        include_data: bool,
+        defaults: quantbox_sandbox::TemplateDefaults,
+        progress: quantbox_sandbox::CopyProgress,
+    ) -> Result<quantbox_sandbox::TemplateInfo, ProviderError> {
+        let sb = self.get(id)?;
+        template::Registry::validate_name(name).map_err(template_error)?;
+        if self.inner.templates.get(name).is_some() {
+            return Err(ProviderError::Exists(format!(
+                "template_name: a template named `{name}` exists already"
+            )));
+        }
+        let parent = self.inner.templates.get(&sb.template).ok_or_else(|| {
+            ProviderError::Precondition(format!(
+                "sandbox {id} was made from template `{}`, which is gone; it cannot be exported",
+                sb.template
+            ))
+        })?;
+        let Some(cg) = sb.cgroup.clone() else {
+            return Err(ProviderError::Unavailable(
+                "a consistent export needs the cgroup freezer, and this host gives quantbox no cgroups".into(),
+            ));
+        };
+        // Frozen while its files are copied, so the copy is consistent; a sandbox the
+        // user paused stays paused.
+        let froze = !sb.paused.load(Ordering::SeqCst);
+        if froze {
+            let cg = cg.clone();
+            tokio::task::spawn_blocking(move || cg.freeze())
+                .await
+                .map_err(|e| ProviderError::Internal(e.to_string()))?
+                .map_err(|e| ProviderError::Internal(format!("freezing sandbox {id}: {e}")))?;
+        }
+        let mut exclude = vec![PathBuf::from("tmp")];
+        if !include_data {
+            exclude.push(PathBuf::from(template::USER_HOME.trim_start_matches('/')));
+        }
+        let opts = template::CopyOptions {
+            uid_shift: match self.inner.ids {
+                IdMode::Mapped { host_base, .. } => host_base,
+                IdMode::Rootless { .. } => 0,
+            },
+            exclude,
+        };
+        let inner = self.inner.clone();
+        let (name2, dir) = (name.to_owned(), sb.dir.clone());
+        let source = format!("export of sandbox {id} (template {})", parent.name);
+        let copied = tokio::task::spawn_blocking(move || {
+            inner.templates.add_layer(
+                &name2,
+                &parent,
+                &dir.join("upper-root"),
+                &dir.join("upper-usr"),
+                &opts,
+                defaults_in(defaults),
+                source,
+                &|s: template::CopyStats| progress(s.bytes, s.files),
+            )
+        })
+        .await;
+        if froze {
+            tokio::task::spawn_blocking(move || cg.thaw())
+                .await
+                .map_err(|e| ProviderError::Internal(e.to_string()))?
+                .map_err(|e| ProviderError::Internal(format!("thawing sandbox {id}: {e}")))?;
+        }
+        let t = copied
+            .map_err(|e| ProviderError::Internal(e.to_string()))?
+            .map_err(template_error)?;
+        Ok(template_info(&t))
+    }
+
+    async fn delete_template(&self, name: &str, in_use: &[String]) -> Result<(), ProviderError> {
+        let inner = self.inner.clone();
+        let (name, in_use) = (name.to_owned(), in_use.to_vec());
+        tokio::task::spawn_blocking(move || {
+            inner
+                .templates
+                .delete(&name, &|n: &str| in_use.iter().any(|u| u == n))
+        })
+        .await
+        .map_err(|e| ProviderError::Internal(e.to_string()))?
+        .map_err(template_error)
+    }
+
     async fn pause(&self, id: &SandboxId) -> Result<(), ProviderError> {
         let sb = self.get(id)?;
         let Some(cg) = sb.cgroup.clone() else {
@@ -702,7 +889,9 @@ impl Provider for LocalProvider {
         // way first (the ping makes sure init has applied it before it freezes).
         let far = Timestamp::now().plus_ms(PAUSED_DEADLINE_MS);
         sb.client
-            .send(&ToInit::SetDeadline { unix_ms: far.unix_ms() })
+            .send(&ToInit::SetDeadline {
+                unix_ms: far.unix_ms(),
+            })
             .await
             .map_err(|_| ProviderError::NotRunning(id.clone()))?;
         sb.client
@@ -808,7 +997,7 @@ impl Provider for LocalProvider {
         };
         let inst = Instance {
             slot: rt.slot.clone(),
-            template: String::new(),
+            template: rt.template.clone(),
             dir: self.inner.slot_dir(&rt.slot),
             pidfd,
             init_pid: rt.init_pid,

@@ -11,13 +11,13 @@
 //!   under the templates directory, one directory per layer under the layers directory,
 //!   both written under temporary names and renamed into place, so that a crash never
 //!   leaves a half-made template in use;
-//! - `base` (the host's userland, [`base`]) and `python` (the same layers, registered
+//! - `base` (the host's userland, `base.rs`) and `python` (the same layers, registered
 //!   only when the host's Python works) are built in;
 //! - [`Registry::import`] takes a root filesystem from a directory or a tar archive, which
-//!   is treated as hostile (`archive`);
+//!   is treated as hostile (`archive.rs`);
 //! - [`Registry::add_layer`] freezes a sandbox's overlay upper directories into a new top
 //!   layer, keeping the whiteouts and opaque directories that make it a faithful overlay
-//!   lower layer (`copy`).
+//!   lower layer (`copy.rs`).
 //!
 //! Layers are stored with *canonical* ownership (0 is the sandbox's root, 1000 the sandbox
 //! user); init idmaps them onto the sandbox's host range at run time. Rootless, there is
@@ -626,6 +626,7 @@ impl Registry {
         defaults: TemplateDefaults,
         progress: &(dyn Fn(CopyStats) + Sync),
     ) -> Result<Template, TemplateError> {
+        Self::validate_name(name)?;
         let kind = source_kind(source)?;
         let _reservation = self.reserve(name, None)?;
         let id = new_layer_id(name)?;
@@ -760,7 +761,8 @@ impl Registry {
             let kept = referenced(&st);
             let mut doomed = Vec::new();
             for l in &t.layers {
-                if kept.contains(&l.id) || base::is_base_layer_id(&l.id) {
+                if kept.as_ref().is_none_or(|k| k.contains(&l.id)) || base::is_base_layer_id(&l.id)
+                {
                     continue;
                 }
                 // Renamed under the lock, so that no one finds it by its id any more.
@@ -789,7 +791,9 @@ impl Registry {
     /// and its manifest, or during a deletion, leaves).
     fn remove_orphans(&self) -> Result<(), TemplateError> {
         let st = self.read();
-        let kept = referenced(&st);
+        let Some(kept) = referenced(&st) else {
+            return Ok(());
+        };
         let entries = fs::read_dir(&self.layers_dir).map_err(io_err(&self.layers_dir))?;
         for e in entries.flatten() {
             let Some(id) = e.file_name().to_str().map(str::to_owned) else {
@@ -808,8 +812,9 @@ impl Registry {
 }
 
 /// Ids of the layers that must stay: those of registered templates, of templates being
-/// made, and any that the text of an unloadable manifest mentions.
-fn referenced(st: &State) -> BTreeSet<String> {
+/// made, and any that the text of an unloadable manifest mentions; `None` (keep every
+/// layer) when such a manifest cannot even be read: better a stray layer than a lost one.
+fn referenced(st: &State) -> Option<BTreeSet<String>> {
     let mut ids: BTreeSet<String> = st
         .templates
         .values()
@@ -817,16 +822,22 @@ fn referenced(st: &State) -> BTreeSet<String> {
         .chain(st.pending.values().flatten().cloned())
         .collect();
     for m in &st.skipped {
-        let text = fs::read(m).unwrap_or_default();
+        let text = match fs::read(m) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(manifest = %m.display(), error = %e, "unreadable manifest: no layer is removed");
+                return None;
+            }
+        };
         let text = String::from_utf8_lossy(&text);
-        // An unreadable manifest keeps everything: better a stray layer than a lost one.
         for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c))) {
             if valid_layer_id(word) {
                 ids.insert(word.to_owned());
             }
         }
     }
-    ids
+    Some(ids)
 }
 
 /// Removes what interrupted writes left: temporary manifests and layer directories.

@@ -120,6 +120,7 @@ fn make_rootfs_dir(r: &Path) {
         nix::sys::stat::Mode::from_bits_truncate(0o620),
     )
     .unwrap();
+    fs::set_permissions(r.join("run/fifo"), fs::Permissions::from_mode(0o620)).unwrap();
     for f in ["bin/sh", "bin/su", "etc/passwd", "data/file", "run/fifo"] {
         set_mtime(&r.join(f), FILE_MTIME);
     }
@@ -337,6 +338,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
+}
+
+#[test]
+fn the_registry_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Registry>();
 }
 
 #[test]
@@ -597,13 +604,21 @@ fn open_removes_leftovers_and_unused_layers_but_never_base() {
     for d in [
         ".tmp-0123456789abcdef-x",
         "0123456789abcdef-orphan",
+        "0123456789abcdef-mentioned",
         "base-v0",
     ] {
         fs::create_dir_all(env.layers.join(d).join("root")).unwrap();
     }
     fs::write(env.templates.join(".tmp-x.json"), "{").unwrap();
+    // A manifest that cannot be loaded keeps the layers it mentions.
+    fs::write(
+        env.templates.join("broken.json"),
+        "{\"layers\":[{\"id\":\"0123456789abcdef-mentioned\",",
+    )
+    .unwrap();
     let _reg = env.open();
     let left = env.listing();
+    assert!(left.contains("0123456789abcdef-mentioned"), "{left:?}");
     assert!(
         left.contains("base-v0") && left.contains("base-v1"),
         "{left:?}"
@@ -962,28 +977,39 @@ fn unsafe_archives_are_refused_whole() {
         .unwrap();
 }
 
-/// Runs `script` with `sh` in a private mount namespace; its stdout.
-fn in_mount_ns(script: &str) -> String {
+/// Runs `script` with `sh` in a private mount namespace (and, `rootless`, a user
+/// namespace of its own, as unprivileged overlayfs needs); its stdout, or `Err` with its
+/// stderr.
+fn in_mount_ns(script: &str, rootless: bool) -> Result<String, String> {
+    let ns = if rootless && !is_root() { "-Urm" } else { "-m" };
     let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-ec", script])
+        .args([ns, "--propagation", "private", "sh", "-ec", script])
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8(out.stdout).unwrap())
 }
 
-#[test]
-fn an_exported_layer_keeps_whiteouts_and_opaque_directories_under_a_real_overlay() {
-    if !is_root() {
-        eprintln!("skipped: mounting overlayfs with trusted.* attributes needs root");
-        return;
-    }
+/// A sandbox's life in miniature: a parent template, an overlay over its layer changed
+/// through the mount, `add_layer` from the upper directory, then the new layer stacked
+/// over the parent's under a fresh overlay, which must show exactly what the sandbox
+/// saw. `rootless`: the registry is rootless and overlayfs keeps its attributes in
+/// `user.overlay.*` (`userxattr`), as without root.
+fn overlay_round_trip(rootless: bool) {
     let env = Env::new();
-    let reg = env.open();
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let owner = rootless.then_some(me);
+    let reg = Registry::open(&env.templates, &env.layers, owner).unwrap();
+    let (ns_opt, opaque_attr) = if rootless {
+        (",userxattr", "user.overlay.opaque")
+    } else {
+        ("", "trusted.overlay.opaque")
+    };
     // The parent: a, b, d/{x,y}.
     let lower = env.path("lower");
     write(&lower.join("bin/sh"), "sh", 0o755);
@@ -999,8 +1025,17 @@ fn an_exported_layer_keeps_whiteouts_and_opaque_directories_under_a_real_overlay
     for d in [&u, &w, &m] {
         fs::create_dir(d).unwrap();
     }
-    in_mount_ns(&format!(
-        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {m}
+    let chowns = if rootless {
+        String::new()
+    } else {
+        format!(
+            "chown 1001000:1001234 {m}/owned
+             chown 1000000:1000000 {m}/rootfile",
+            m = m.display()
+        )
+    };
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={}{ns_opt} {m}
          rm {m}/a
          rm -r {m}/d
          mkdir {m}/d
@@ -1009,21 +1044,25 @@ fn an_exported_layer_keeps_whiteouts_and_opaque_directories_under_a_real_overlay
          echo secret > {m}/home/user/s
          echo o2 > {m}/home/other/o2
          echo owned > {m}/owned
-         chown 1001000:1001234 {m}/owned
          echo r > {m}/rootfile
-         chown 1000000:1000000 {m}/rootfile",
+         {chowns}",
         pl.display(),
         u.display(),
         w.display(),
         m = m.display()
-    ));
+    );
+    if let Err(e) = in_mount_ns(&script, rootless) {
+        if rootless && !is_root() {
+            eprintln!("skipped: this host allows no unprivileged overlay mount: {e}");
+            return;
+        }
+        panic!("{script}: {e}");
+    }
     // The upper directory really has what this test is about.
     let wh = u.join("a").symlink_metadata().unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
     assert_eq!(
-        xattr::get(u.join("d"), "trusted.overlay.opaque")
-            .unwrap()
-            .as_deref(),
+        xattr::get(u.join("d"), opaque_attr).unwrap().as_deref(),
         Some(&b"y"[..])
     );
     let u_usr = env.path("u-usr");
@@ -1047,10 +1086,24 @@ fn an_exported_layer_keeps_whiteouts_and_opaque_directories_under_a_real_overlay
         .unwrap();
     let cl = &child.layers[0].root;
     assert_eq!(child.layers[1..], parent.layers[..]);
-    // Shifted owners; excluded home; the usr part.
+    // The whiteout and the opaque directory as such.
+    let wh = cl.join("a").symlink_metadata().unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    assert_eq!(
+        xattr::get(cl.join("d"), opaque_attr).unwrap().as_deref(),
+        Some(&b"y"[..])
+    );
+    // Owners shifted to canonical ids (rootless: ours); excluded home; the usr part.
     let meta = |p: &str| cl.join(p).symlink_metadata().unwrap();
-    assert_eq!((meta("owned").uid(), meta("owned").gid()), (1000, 1234));
-    assert_eq!((meta("rootfile").uid(), meta("rootfile").gid()), (0, 0));
+    let ids = |p: &str| (meta(p).uid(), meta(p).gid());
+    if rootless {
+        assert_eq!(ids("owned"), me);
+    } else {
+        assert_eq!(ids("owned"), (1000, 1234));
+        assert_eq!(ids("rootfile"), (0, 0));
+        // Written by host root: no canonical id, so nobody.
+        assert_eq!(ids("c"), (65534, 65534));
+    }
     assert!(!cl.join("home/user").exists(), "excluded");
     assert!(cl.join("home/other/o2").is_file());
     assert_eq!(
@@ -1060,13 +1113,17 @@ fn an_exported_layer_keeps_whiteouts_and_opaque_directories_under_a_real_overlay
     // As a lower layer under a new overlay: a gone, b there, d only z, c there.
     let m2 = env.path("m2");
     fs::create_dir(&m2).unwrap();
-    let out = in_mount_ns(&format!(
-        "mount -t overlay overlay -o lowerdir={}:{} {m}
-         ls -A {m}; echo ---; ls -A {m}/d; echo ---; ls -A {m}/home/user; echo ---; cat {m}/d/z",
-        cl.display(),
-        pl.display(),
-        m = m2.display()
-    ));
+    let out = in_mount_ns(
+        &format!(
+            "mount -t overlay overlay -o lowerdir={}:{}{ns_opt} {m}
+             ls -A {m}; echo ---; ls -A {m}/d; echo ---; ls -A {m}/home/user; echo ---; cat {m}/d/z",
+            cl.display(),
+            pl.display(),
+            m = m2.display()
+        ),
+        rootless,
+    )
+    .unwrap();
     let parts: Vec<Vec<&str>> = out
         .split("---")
         .map(|p| p.split_whitespace().collect())
@@ -1079,6 +1136,20 @@ fn an_exported_layer_keeps_whiteouts_and_opaque_directories_under_a_real_overlay
     assert_eq!(parts[1], ["z"], "opaque d hides x and y");
     assert_eq!(parts[2], ["old"], "the excluded home shows the parent's");
     assert_eq!(parts[3], ["new"]);
+}
+
+#[test]
+fn an_exported_layer_keeps_whiteouts_and_opaque_directories_under_a_real_overlay() {
+    if !is_root() {
+        eprintln!("skipped: overlayfs with trusted.* attributes and chown to host ids need root");
+        return;
+    }
+    overlay_round_trip(false);
+}
+
+#[test]
+fn a_rootless_exported_layer_keeps_user_overlay_attributes() {
+    overlay_round_trip(true);
 }
 
 #[test]
