@@ -10,9 +10,13 @@ QBTEST_TRANSPORTS (comma-separated subset of `stdio,http`; default both).
 
 For each transport it starts its own quantbox (`quantbox mcp` as the stdio client's
 child; `quantbox serve --listen 127.0.0.1:0` as a subprocess, for HTTP), initializes an
-SDK `ClientSession`, checks the tool listing and schemas, and walks one sandbox through
-create, execute, list, status, bad input, terminate and terminate-again. Everything it
-creates is terminated and every server it starts is stopped, also on failure.
+SDK `ClientSession`, checks the tool listing and schemas, walks one sandbox through
+create, execute, list, status, bad input, terminate and terminate-again, and then walks
+deployments through deploy (configuration as an object and as a JSON string), scale up
+and down, fleet health, export of an instance as a template (and a sandbox made from
+it), a failing setup step, bad input, and scale to 0. Everything it creates is
+terminated (deployments scaled to 0) and every server it starts is stopped, also on
+failure.
 
 Exit status 0 when every check passed; 1 with the failed check on stderr otherwise; 2 on
 bad usage.
@@ -106,6 +110,7 @@ SCHEMA_CONTRACT: dict[str, tuple[set[str], set[str], dict[str, Any]]] = {
 }
 
 ID_RE = re.compile(r"^[a-z0-9]{20}$")
+DEP_ID_RE = re.compile(r"^dep_[a-z0-9]{16}$")
 RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 CALL_TIMEOUT_S = 120.0  # one tool call (creating a sandbox can take a while on a loaded CI host)
@@ -143,6 +148,8 @@ class Walk:
         self.cgroup_parent = cgroup_parent
         self.passed: list[str] = []
         self.created: list[str] = []  # sandbox ids not yet seen terminated
+        self.deployments: list[str] = []  # deployment ids not yet seen scaled to 0
+        self.walk_sandboxes: set[str] = set()  # every sandbox the deployment walk saw made
         self.last_call = ""
 
     def ok(self, what: str) -> None:
@@ -202,6 +209,7 @@ class Walk:
         await self.check_status(sid)
         await self.check_bad_input(sid)
         await self.check_terminate(sid)
+        await self.check_deployments()
 
     async def check_tools(self) -> None:
         listing = await self.session.list_tools()
@@ -209,7 +217,7 @@ class Walk:
         check(sorted(names) == sorted(EXPECTED_TOOLS) and len(names) == len(EXPECTED_TOOLS),
               f"tools/list should give exactly {sorted(EXPECTED_TOOLS)}, got {names}")
         check(listing.next_cursor is None, "tools/list should fit in one page")
-        self.ok("tools/list: exactly the five sandbox tools")
+        self.ok(f"tools/list: exactly the {len(EXPECTED_TOOLS)} tools of this version")
         for t in listing.tools:
             params, required, defaults = SCHEMA_CONTRACT[t.name]
             s = t.input_schema
@@ -385,8 +393,385 @@ class Walk:
             check(not left, f"cgroups of the terminated sandbox are left: {left}")
             self.ok(f"no cgroup of it is left under {len(parents)} parent group(s)")
 
+    # ---- deployments, fleet health, export ----
+
+    def check_error(self, e: dict[str, Any], code: str, field: str | None, what: str) -> None:
+        """`e` (an `error` object) has `code` and, for a field error, names `field`."""
+        check(e["code"] == code, f"{what}: code should be {code}, got {json.dumps(e)}")
+        if field is not None:
+            check(field in e["message"], f"{what}: the message should name `{field}`, got {e['message']!r}")
+            if "details" in e and "field" in e["details"]:
+                check(str(e["details"]["field"]).startswith(field),
+                      f"{what}: details.field should be {field}…, got {e['details']}")
+
+    async def running_ids(self, **filters: Any) -> set[str]:
+        r = await self.call("list_e2b_sandboxes", {"status_filter": "running", **filters})
+        boxes = r.get("sandboxes")
+        check(isinstance(boxes, list), f"sandboxes should be a list, got {boxes!r}")
+        check(r.get("total_count") == len(boxes), f"total_count {r.get('total_count')!r} should be len(sandboxes) {len(boxes)}")
+        check(all(b.get("status") == "running" for b in boxes), "status_filter running listed a non-running sandbox")
+        if "deployment_id" in filters:
+            check(all(b.get("deployment_id") == filters["deployment_id"] for b in boxes),
+                  f"the deployment_id filter listed sandboxes of another deployment: {boxes}")
+        return {b["sandbox_id"] for b in boxes}
+
+    async def sh(self, sid: str, command: str, **extra: Any) -> dict[str, Any]:
+        """`command` through the shell in `sandbox_id`; must exit 0."""
+        x = await self.call("execute_e2b_process", {"sandbox_id": sid, "command": command, **extra})
+        check(x.get("exit_code") == 0 and x.get("timed_out") is False,
+              f"`{command}` in {sid} {extra or ''} should exit 0, got exit {x.get('exit_code')!r} "
+              f"stdout {x.get('stdout')!r} stderr {x.get('stderr')!r}")
+        return x
+
+    def dep_config(self, setup_user: str) -> dict[str, Any]:
+        """The configuration of the walk's deployments: every key of the contract (and
+        `setup_user`). The setup commands record what they saw in files under the home."""
+        # Absolute paths: setup commands run in the setup user's home (/root for root), while
+        # relative `files` go under /home/user whoever sets up.
+        read_cfg = "python3 -c \"import json; print(json.load(open('/home/user/cfg.json'))['x'])\" > /home/user/out.txt"
+        return {
+            "memory_mb": 128,
+            "cpu_count": 0.5,
+            "timeout": 900,
+            "env_vars": {"QB_WALK": f"env-{self.transport}", "QB_SPACE": "a b"},
+            "files": {"cfg.json": "{\"x\": 1}", "/home/user/conf/abs.txt": "absolute\n"},
+            "setup_commands": [read_cfg, "echo \"$QB_WALK $(id -u) $(pwd)\" > /home/user/setup.txt"],
+            "setup_user": setup_user,
+            "metadata": {"suite": f"pysdk-dep-{self.transport}", "owner": setup_user},
+        }
+
+    async def deploy(self, configuration: Any, how: str, setup_uid: int, setup_home: str) -> tuple[str, str]:
+        """Deploys `base` for trading with `configuration` (from `dep_config`); checks the
+        result and that every configuration key took effect in the first instance.
+        Returns (deployment_id, first instance)."""
+        t0 = time.monotonic()
+        r = await self.call("deploy_e2b_template",
+                            {"template_name": "base", "category": "trading", "configuration": configuration})
+        elapsed = time.monotonic() - t0
+        dep, sid = r.get("deployment_id"), r.get("sandbox_id")
+        if isinstance(dep, str):
+            self.deployments.append(dep)
+        if isinstance(sid, str):
+            self.created.append(sid)
+            self.walk_sandboxes.add(sid)
+        check(isinstance(dep, str) and dep.startswith("dep_") and DEP_ID_RE.match(dep),
+              f"deployment_id should be dep_ and 16 of [a-z0-9], got {dep!r}")
+        check(isinstance(sid, str) and ID_RE.match(sid), f"sandbox_id should be 20 chars of [a-z0-9], got {sid!r}")
+        check(r.get("status") == "deployed", f"status should be deployed, got {r.get('status')!r}")
+        check(r.get("template") == "base", f"template should be base, got {r.get('template')!r}")
+        check(r.get("category") == "trading", f"category should be trading, got {r.get('category')!r}")
+        inst = r.get("instances")
+        check(isinstance(inst, list) and len(inst) == 1 and inst[0].get("sandbox_id") == sid
+              and inst[0].get("status") == "running",
+              f"instances should be [{{sandbox_id: {sid}, status: running}}], got {inst!r}")
+
+        # Listed under its deployment (and its configuration's metadata), with the resources.
+        r = await self.call("list_e2b_sandboxes", {"deployment_id": dep})
+        boxes = r.get("sandboxes")
+        check(isinstance(boxes, list) and [b.get("sandbox_id") for b in boxes] == [sid],
+              f"list_e2b_sandboxes(deployment_id={dep}) should list exactly {sid}, got {boxes!r}")
+        b = boxes[0]
+        check(b.get("deployment_id") == dep and b.get("status") == "running" and b.get("template") == "base",
+              f"the listed instance should be running, from base, of {dep}: {json.dumps(b)}")
+        check(b.get("resources") == {"memory_mb": 128, "cpu_count": 0.5},
+              f"the instance's resources should be configuration.memory_mb 128 / cpu_count 0.5, got {b.get('resources')!r}")
+        life = (parse_rfc3339(b.get("expires_at"), "expires_at") - parse_rfc3339(b.get("created_at"), "created_at")).total_seconds()
+        check(abs(life - 900) <= 5, f"the instance's lifetime should be configuration.timeout 900 s, got {life:.1f} s")
+        meta = configuration if isinstance(configuration, dict) else json.loads(configuration)
+        listed = await self.running_ids(metadata=meta["metadata"])
+        check(sid in listed, f"a metadata filter of configuration.metadata {meta['metadata']} should list {sid}, got {sorted(listed)}")
+        listed = await self.running_ids(metadata={"deployment_id": dep})
+        check(listed == {sid}, f"the instance should carry metadata deployment_id={dep}, listed {sorted(listed)}")
+
+        st = await self.call("get_e2b_sandbox_status", {"sandbox_id": sid})
+        check(st.get("status") == "running", f"the first instance should be running, got {st.get('status')!r}")
+        check(isinstance(st.get("resource_usage"), dict) and st["resource_usage"].get("memory_limit_mb") == 128,
+              f"the instance's memory limit should be configuration.memory_mb 128, got {st.get('resource_usage')!r}")
+
+        # files, setup_commands (in order, as setup_user, with env_vars) and env_vars took effect.
+        x = await self.sh(sid, "cat /home/user/cfg.json; echo; cat /home/user/conf/abs.txt")
+        check(x.get("stdout") == "{\"x\": 1}\nabsolute\n",
+              f"configuration.files (relative cfg.json under the home, absolute /home/user/conf/abs.txt) should be "
+              f"written as given, got {x.get('stdout')!r}")
+        x = await self.sh(sid, "cat /home/user/out.txt /home/user/setup.txt")
+        want = f"1\nenv-{self.transport} {setup_uid} {setup_home}\n"
+        check(x.get("stdout") == want,
+              f"setup_commands should have run in order as uid {setup_uid} in {setup_home} with env_vars: out.txt + setup.txt "
+              f"should be {want!r}, got {x.get('stdout')!r}")
+        x = await self.sh(sid, "printf '%s|%s|%s' \"$QB_WALK\" \"$QB_SPACE\" \"$(id -u)\"")
+        check(x.get("stdout") == f"env-{self.transport}|a b|1000",
+              f"configuration.env_vars should be in a later process's environment (as the user): got {x.get('stdout')!r}")
+        self.ok(f"deploy_e2b_template (configuration as {how}) -> {dep}, deployed, first instance {sid} listed by "
+                f"deployment_id and metadata; 128 MB, 0.5 CPU, 900 s; files written; setup_commands ran in order as "
+                f"uid {setup_uid} in {setup_home} with env_vars; env_vars in later processes ({elapsed:.2f} s)")
+        return dep, sid
+
+    async def scale(self, dep: str, n: int, before: int) -> dict[str, Any]:
+        """Scales `dep` from `before` running instances to `n`; checks that every instance
+        is reported (new and kept ones running, removed ones terminated)."""
+        t0 = time.monotonic()
+        r = await self.call("scale_e2b_deployment", {"deployment_id": dep, "instance_count": n, "auto_scale": False})
+        elapsed = time.monotonic() - t0
+        inst = r.get("instances")
+        check(isinstance(inst, list), f"scale to {n}: instances should be a list, got {inst!r}")
+        for i in inst:
+            s = i.get("sandbox_id")
+            if isinstance(s, str):
+                self.walk_sandboxes.add(s)
+                if i.get("status") == "running" and s not in self.created:
+                    self.created.append(s)
+        check(r.get("deployment_id") == dep, f"scale to {n}: deployment_id should be {dep}, got {r.get('deployment_id')!r}")
+        check(r.get("running_instances") == n,
+              f"scale to {n}: running_instances should be {n}, got {r.get('running_instances')!r}: {json.dumps(r)}")
+        check(r.get("failed_count") == 0, f"scale to {n}: failed_count should be 0, got {json.dumps(r)}")
+        check(r.get("total_instances") == len(inst) == max(n, before),
+              f"scale {before} -> {n}: every instance should be reported, total_instances {r.get('total_instances')!r} = "
+              f"len(instances) {len(inst)} = {max(n, before)}: {json.dumps(r)}")
+        check(all(isinstance(i.get("sandbox_id"), str) and ID_RE.match(i["sandbox_id"]) and "error" not in i for i in inst),
+              f"scale to {n}: every instance should have a sandbox id and no error: {inst!r}")
+        running = [i["sandbox_id"] for i in inst if i.get("status") == "running"]
+        gone = [i["sandbox_id"] for i in inst if i.get("status") == "terminated"]
+        check(len(running) == n and len(set(running)) == n,
+              f"scale to {n}: instances should hold {n} distinct running sandboxes, got {inst!r}")
+        check(len(gone) == max(before - n, 0) and len(running) + len(gone) == len(inst),
+              f"scale {before} -> {n}: {max(before - n, 0)} instances should be reported terminated, got {inst!r}")
+        a = r.get("auto_scale")
+        check(isinstance(a, dict) and a.get("enabled") is False, f"scale to {n}: auto_scale.enabled should be false, got {a!r}")
+        listed = await self.running_ids(deployment_id=dep)
+        check(listed == set(running),
+              f"list_e2b_sandboxes(running, deployment_id={dep}) should be the {n} running instances {sorted(running)}, "
+              f"got {sorted(listed)}")
+        for s in gone:
+            st = await self.call("get_e2b_sandbox_status", {"sandbox_id": s})
+            check(st.get("status") == "stopped", f"instance {s} removed by the scale-down should be stopped, got {st.get('status')!r}")
+            if s in self.created:
+                self.created.remove(s)
+        self.ok(f"scale_e2b_deployment {dep} {before} -> {n}: running_instances {n}, failed_count 0, all {len(inst)} "
+                f"instances reported ({len(gone)} terminated and stopped), listed by deployment_id ({elapsed:.2f} s)")
+        return r
+
+    async def check_deployments(self) -> None:
+        # Deploy twice: configuration as an object (setup as the user) and as a JSON string (setup as root).
+        dep, first = await self.deploy(self.dep_config("user"), "an object", 1000, "/home/user")
+        dep2, first2 = await self.deploy(json.dumps(self.dep_config("root")), "a JSON string", 0, "/root")
+        check(dep2 != dep and first2 != first, "two deployments should have distinct ids and instances")
+
+        # Scale up and down.
+        r = await self.scale(dep, 3, 1)
+        three = {i["sandbox_id"] for i in r["instances"] if i.get("status") == "running"}
+        check(first in three, f"scaling up should keep the first instance {first}, got {sorted(three)}")
+        new = sorted(three - {first})
+        for s in new:
+            x = await self.sh(s, "cat /home/user/out.txt; echo \"$QB_WALK\"")
+            check(x.get("stdout") == f"1\nenv-{self.transport}\n",
+                  f"a scaled-up instance {s} should be set up like the first (files, setup, env), got {x.get('stdout')!r}")
+        self.ok(f"the scaled-up instances {new} are set up like the first")
+        r = await self.scale(dep, 1, 3)
+        one = [i["sandbox_id"] for i in r["instances"] if i.get("status") == "running"]
+        check(one == [first], f"scaling down terminates the newest first: {first} should be left, got {one}")
+        check(sorted(i["sandbox_id"] for i in r["instances"] if i.get("status") == "terminated") == new,
+              f"scaling down to 1 should terminate the two newer instances {new}, got {r['instances']!r}")
+        self.ok(f"scale down to 1 kept the oldest instance {first}; the two newer ones are terminated")
+
+        # Fleet health.
+        running_now = await self.running_ids()
+        check(running_now == {first, first2}, f"only the two deployments' instances should run now, got {sorted(running_now)}")
+        h = await self.call("monitor_e2b_health", {"include_all_sandboxes": True})
+        overall, score = h.get("overall_health"), h.get("health_score")
+        check(overall in ("healthy", "degraded", "unhealthy"), f"overall_health should be healthy|degraded|unhealthy, got {overall!r}")
+        check(isinstance(score, (int, float)) and not isinstance(score, bool) and 0 <= score <= 100,
+              f"health_score should be a number 0-100, got {score!r}")
+        band = "healthy" if score >= 90 else "degraded" if score >= 70 else "unhealthy"
+        check(overall == band, f"overall_health {overall!r} does not match health_score {score} (band {band})")
+        for k in ("total_sandboxes", "running_sandboxes", "failed_sandboxes"):
+            check(isinstance(h.get(k), int) and not isinstance(h.get(k), bool) and h[k] >= 0,
+                  f"{k} should be a non-negative integer, got {h.get(k)!r}")
+        check(h["running_sandboxes"] == 2 and h["total_sandboxes"] == 2,
+              f"running_sandboxes and total_sandboxes should be the 2 running instances, got {h['running_sandboxes']} / {h['total_sandboxes']}")
+        for k in ("average_cpu", "average_memory"):
+            check(isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool) and h[k] >= 0,
+                  f"{k} should be a non-negative number while sandboxes run, got {h.get(k)!r}")
+        check(isinstance(h.get("issues"), list) and all(isinstance(i, str) for i in h["issues"]),
+              f"issues should be a list of strings, got {h.get('issues')!r}")
+        prov = h.get("providers")
+        check(isinstance(prov, dict) and isinstance(prov.get("local"), dict) and isinstance(prov["local"].get("status"), str)
+              and isinstance(prov["local"].get("detail"), str),
+              f"providers.local should be {{status, detail}}, got {prov!r}")
+        boxes = h.get("sandboxes")
+        check(isinstance(boxes, list), f"sandboxes should be a list with include_all_sandboxes, got {boxes!r}")
+        by_id = {b.get("sandbox_id"): b for b in boxes}
+        check(set(by_id) == {first, first2} and len(boxes) == 2,
+              f"sandboxes should be the two running instances {sorted([first, first2])}, got {[b.get('sandbox_id') for b in boxes]}")
+        for s, d in ((first, dep), (first2, dep2)):
+            b = by_id[s]
+            check(b.get("deployment_id") == d and b.get("status") == "running",
+                  f"{s} should be listed running with deployment_id {d}, got {json.dumps(b)}")
+            hh = b.get("health")
+            check(isinstance(hh, dict) and hh.get("status") in ("healthy", "degraded", "unhealthy")
+                  and isinstance(hh.get("reasons"), list), f"{s}: health should be {{status, reasons[]}}, got {hh!r}")
+        healthy = sum(1 for b in boxes if b["health"]["status"] == "healthy")
+        check(abs(score - 100.0 * healthy / len(boxes)) < 0.01,
+              f"health_score {score} should be the share of healthy sandboxes ({healthy} of {len(boxes)})")
+        h2 = await self.call("monitor_e2b_health", {})
+        check("sandboxes" not in h2 or h2["sandboxes"] is None,
+              f"without include_all_sandboxes there should be no sandboxes list, got {h2.get('sandboxes')!r}")
+        self.ok(f"monitor_e2b_health: {overall} ({score}), {h['running_sandboxes']} running, both instances listed with "
+                f"their deployment and health; providers.local {prov['local']['status']}; no list unless asked")
+
+        # Export an instance after adding a file as root and deleting one of the template.
+        gone_file = "/etc/issue"
+        x = await self.call("execute_e2b_process", {"sandbox_id": first, "command": "test -f /etc/issue"})
+        if x.get("exit_code") != 0:
+            gone_file = "/etc/hostname"  # always written by the base template
+        await self.sh(first, f"test -f {gone_file}")
+        x = await self.sh(first, f"mkdir -p /opt/pysdk && echo pysdk > /opt/pysdk/marker.txt && rm {gone_file} && id -u",
+                          user="root")
+        check(x.get("stdout") == "0\n", f"as root, id -u should print 0, got {x.get('stdout')!r}")
+        x = await self.call("execute_e2b_process", {"sandbox_id": first, "command": f"test -e {gone_file}"})
+        check(x.get("exit_code") == 1, f"{gone_file} should be gone from {first} after rm, got exit {x.get('exit_code')!r}")
+        self.ok(f"execute_e2b_process user=root in {first}: wrote /opt/pysdk/marker.txt, removed {gone_file} of the template")
+        tname = f"pysdk-{self.transport}-{os.getpid()}"
+        t0 = time.monotonic()
+        r = await self.call("export_e2b_template", {"sandbox_id": first, "template_name": tname})
+        elapsed = time.monotonic() - t0
+        check(r.get("template_name") == tname, f"template_name should be {tname}, got {r.get('template_name')!r}")
+        check(r.get("sandbox_id") == first, f"sandbox_id should be {first}, got {r.get('sandbox_id')!r}")
+        check(r.get("base_template") == "base", f"base_template should be base, got {r.get('base_template')!r}")
+        check(r.get("include_data") is False, f"include_data should be false (the default), got {r.get('include_data')!r}")
+        check(isinstance(r.get("template_id"), str) and r["template_id"], f"template_id should be a string, got {r.get('template_id')!r}")
+        size, files = r.get("size_mb"), r.get("files_count")
+        check(isinstance(size, (int, float)) and not isinstance(size, bool) and size >= 0, f"size_mb should be a number, got {size!r}")
+        check(isinstance(files, int) and not isinstance(files, bool) and files >= 1, f"files_count should be ≥ 1, got {files!r}")
+        parse_rfc3339(r.get("exported_at"), "exported_at")
+        st = await self.call("get_e2b_sandbox_status", {"sandbox_id": first})
+        check(st.get("status") == "running", f"the exported sandbox should keep running, got {st.get('status')!r}")
+        await self.sh(first, "test -f /opt/pysdk/marker.txt && test -f /home/user/out.txt")
+        self.ok(f"export_e2b_template {first} -> {tname}: {size} MB, {files} files, base base ({elapsed:.2f} s); "
+                "the sandbox still runs with its files")
+        e = await self.call_err("export_e2b_template", {"sandbox_id": first, "template_name": tname})
+        self.check_error(e, "already_exists", "template_name", f"a second export as {tname}")
+        self.ok(f"export_e2b_template to the same name again -> already_exists: {e['message']}")
+
+        r = await self.call("create_e2b_sandbox", {"name": f"{tname}-from", "template": tname, "memory_mb": 128,
+                                                   "metadata": {"suite": f"pysdk-export-{self.transport}"}})
+        fresh = r.get("sandbox_id")
+        if isinstance(fresh, str):
+            self.created.append(fresh)
+            self.walk_sandboxes.add(fresh)
+        check(r.get("status") == "running" and r.get("template") == tname,
+              f"create_e2b_sandbox(template={tname}) should be running with that template, got {json.dumps(r)}")
+        x = await self.sh(fresh, "cat /opt/pysdk/marker.txt")
+        check(x.get("stdout") == "pysdk\n", f"/opt/pysdk/marker.txt in a sandbox of {tname} should read pysdk, got {x.get('stdout')!r}")
+        x = await self.sh(fresh, f"test -e {gone_file} && echo present || echo absent")
+        check(x.get("stdout") == "absent\n", f"{gone_file}, deleted before the export, should be absent from {tname}, got {x.get('stdout')!r}")
+        x = await self.sh(fresh, "test -e /home/user/out.txt && echo yes || echo no")
+        check(x.get("stdout") == "no\n",
+              f"without include_data the home directory is not exported: /home/user/out.txt should be absent, got {x.get('stdout')!r}")
+        x = await self.sh(fresh, "test -e /etc/passwd && echo yes")
+        check(x.get("stdout") == "yes\n", "the rest of the base template should still be there (/etc/passwd)")
+        self.ok(f"create_e2b_sandbox(template={tname}) -> {fresh}: /opt/pysdk/marker.txt reads pysdk, {gone_file} is "
+                "absent, home not exported")
+        r = await self.call("terminate_e2b_sandbox", {"sandbox_id": fresh})
+        check(r.get("status") == "terminated", f"terminating {fresh}: status should be terminated, got {r.get('status')!r}")
+        self.created.remove(fresh)
+        st = await self.call("get_e2b_sandbox_status", {"sandbox_id": fresh})
+        check(st.get("status") == "stopped", f"{fresh} should be stopped after terminate, got {st.get('status')!r}")
+        self.ok(f"terminate_e2b_sandbox {fresh} -> terminated")
+
+        # A failing second setup step fails the deployment and leaves nothing running.
+        before = await self.running_ids()
+        fail_meta = {"suite": f"pysdk-fail-{self.transport}"}
+        failing = "echo to-stdout; echo to-stderr >&2; exit 7"
+        e = await self.call_err("deploy_e2b_template", {
+            "template_name": "base", "category": "analytics",
+            "configuration": {"memory_mb": 128, "metadata": fail_meta, "setup_commands": ["echo first-ok", failing]}})
+        self.check_error(e, "failed_precondition", None, "deploy whose setup_commands[1] exits 7")
+        d = e.get("details")
+        check(isinstance(d, dict), f"a failed setup step should come with details, got {json.dumps(e)}")
+        want = {"step": "setup_commands[1]", "command": failing, "exit_code": 7, "signal": None, "timed_out": False,
+                "stdout": "to-stdout\n", "stderr": "to-stderr\n"}
+        got = {k: d.get(k) for k in want}
+        check(got == want, f"details of the failed step should be {want}, got {json.dumps(d)}")
+        check("setup_commands[1]" in e["message"] and "7" in e["message"],
+              f"the message should name the failing step and its exit status, got {e['message']!r}")
+        failed_sid = d.get("sandbox_id")
+        check(isinstance(failed_sid, str) and ID_RE.match(failed_sid),
+              f"details.sandbox_id should name the removed instance, got {failed_sid!r}")
+        self.walk_sandboxes.add(failed_sid)
+        st = await self.call("get_e2b_sandbox_status", {"sandbox_id": failed_sid})
+        check(st.get("status") == "stopped", f"the failed instance {failed_sid} should be stopped, got {st.get('status')!r}")
+        after = await self.running_ids()
+        check(after == before, f"the failed deployment left running sandboxes: {sorted(after - before)}")
+        left = await self.running_ids(metadata=fail_meta)
+        check(not left, f"sandboxes of the failed deployment are still running: {sorted(left)}")
+        r = await self.call("list_e2b_sandboxes", {"status_filter": "all", "metadata": fail_meta})
+        check(all(b.get("status") != "running" for b in r.get("sandboxes", [])),
+              f"list_e2b_sandboxes shows a live sandbox of the failed deployment: {r.get('sandboxes')!r}")
+        self.ok(f"deploy with setup_commands[1] exiting 7 -> failed_precondition; details name the step, command, exit 7 "
+                f"and its stdout/stderr; instance {failed_sid} removed, nothing left running: {e['message']}")
+
+        # Bad input.
+        unknown_dep = "dep_" + "a" * 16
+        e = await self.call_err("scale_e2b_deployment", {"deployment_id": unknown_dep, "instance_count": 1})
+        self.check_error(e, "not_found", None, f"scale of {unknown_dep}")
+        check(unknown_dep in e["message"], f"the message should name {unknown_dep}, got {e['message']!r}")
+        self.ok(f"scale_e2b_deployment {unknown_dep} -> not_found: {e['message']}")
+        e = await self.call_err("scale_e2b_deployment", {"deployment_id": dep, "instance_count": -1})
+        self.check_error(e, "invalid_argument", "instance_count", "scale with instance_count -1")
+        check(await self.running_ids(deployment_id=dep) == {first}, "a rejected scale changed the deployment")
+        self.ok(f"scale_e2b_deployment instance_count -1 -> invalid_argument, deployment unchanged: {e['message']}")
+        base_args = {"template_name": "base", "category": "trading"}
+        for bad, how in (([1], "a JSON array"), (5, "a number"), ("[1]", "a string holding an array")):
+            e = await self.call_err("deploy_e2b_template", {**base_args, "configuration": bad})
+            self.check_error(e, "invalid_argument", "configuration", f"deploy with configuration {json.dumps(bad)}")
+            self.ok(f"deploy_e2b_template configuration {json.dumps(bad)} ({how}) -> invalid_argument: {e['message']}")
+        e = await self.call_err("deploy_e2b_template", {"template_name": "a/b", "category": "trading"})
+        self.check_error(e, "invalid_argument", "template_name", "deploy with template_name a/b")
+        self.ok(f"deploy_e2b_template template_name a/b -> invalid_argument: {e['message']}")
+        e = await self.call_err("export_e2b_template", {"sandbox_id": first, "template_name": "a/b"})
+        self.check_error(e, "invalid_argument", "template_name", "export with template_name a/b")
+        self.ok(f"export_e2b_template template_name a/b -> invalid_argument: {e['message']}")
+        check(await self.running_ids() == {first, first2}, "rejected calls changed what runs")
+
+        # Scale to 0: every instance goes; nothing of the walk runs.
+        for d, f in ((dep, first), (dep2, first2)):
+            r = await self.scale(d, 0, 1)
+            check([i["sandbox_id"] for i in r["instances"]] == [f], f"scale {d} to 0 should terminate {f}, got {r['instances']!r}")
+            self.deployments.remove(d)
+        left = set()
+        for d in (dep, dep2):
+            left |= await self.running_ids(deployment_id=d)
+            left |= await self.running_ids(metadata={"deployment_id": d})
+        left |= await self.running_ids(metadata={"suite": f"pysdk-export-{self.transport}"})
+        left |= await self.running_ids()
+        check(not left, f"sandboxes of the deployment walk are still running: {sorted(left)}")
+        check(not self.created, f"sandboxes of the walk not seen terminated: {self.created}")
+        h = await self.call("monitor_e2b_health", {"include_all_sandboxes": True})
+        check(h.get("running_sandboxes") == 0 and h.get("sandboxes") == [],
+              f"monitor_e2b_health should see nothing running after scale 0, got running_sandboxes "
+              f"{h.get('running_sandboxes')!r}, sandboxes {h.get('sandboxes')!r}")
+        self.ok("scale to 0 stopped every instance; nothing of the deployment walk is running (list and health agree)")
+        parents = cgroup_parent_dirs(self.cgroup_parent)
+        if parents:
+            cg = [str(p) for root in parents for p in root.iterdir()
+                  if p.is_dir() and any(s in p.name for s in self.walk_sandboxes)]
+            check(not cg, f"cgroups of the deployment walk's {len(self.walk_sandboxes)} sandboxes are left: {cg}")
+            self.ok(f"no cgroup of its {len(self.walk_sandboxes)} sandboxes is left")
+
     async def cleanup(self) -> None:
-        """Terminates (force) whatever this walk created and did not see terminated."""
+        """Scales to 0 the deployments this walk made and did not see scaled to 0, then
+        terminates (force) whatever it created and did not see terminated."""
+        for dep in list(self.deployments):
+            try:
+                with anyio.fail_after(120):
+                    await self.session.call_tool("scale_e2b_deployment", {"deployment_id": dep, "instance_count": 0},
+                                                 read_timeout_seconds=120)
+                self.deployments.remove(dep)
+                print(f"  [{self.transport}] cleanup: scaled {dep} to 0", flush=True)
+            except BaseException as e:  # noqa: BLE001 - best effort, reported
+                print(f"  [{self.transport}] cleanup: could not scale {dep} to 0: {e!r}", file=sys.stderr, flush=True)
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
         for sid in list(self.created):
             try:
                 with anyio.fail_after(60):
@@ -559,9 +944,9 @@ async def run_http(exe: str, scratch: Path, cgroup_parent: str, results: dict[st
     print("  [http] quantbox serve stopped cleanly on SIGTERM", flush=True)
 
 
-async def sweep_leftovers(exe: str, data: Path, cgroup_parent: str) -> None:
+async def sweep_leftovers(exe: str, data: Path, cgroup_parent: str, deployments: list[str]) -> None:
     """Last resort after a failure: a fresh `quantbox mcp` on the same data dir adopts what
-    is still running there; force-terminate all of it."""
+    is still running there; scale `deployments` to 0 and force-terminate all of it."""
     if not data.is_dir():
         return
     params = StdioServerParameters(command=exe, args=["mcp", "--data-dir", str(data)], env=server_env(cgroup_parent))
@@ -569,6 +954,9 @@ async def sweep_leftovers(exe: str, data: Path, cgroup_parent: str) -> None:
         async with stdio_client(params, errlog=errlog) as (read, write):
             async with ClientSession(read, write, read_timeout_seconds=60) as s:
                 await s.initialize()
+                for dep in deployments:
+                    await s.call_tool("scale_e2b_deployment", {"deployment_id": dep, "instance_count": 0})
+                    print(f"  sweep: scaled leftover {dep} to 0 in {data}", file=sys.stderr, flush=True)
                 r = await s.call_tool("list_e2b_sandboxes", {"status_filter": "running"})
                 for b in (r.structured_content or {}).get("sandboxes", []):
                     await s.call_tool("terminate_e2b_sandbox", {"sandbox_id": b["sandbox_id"], "force": True})
@@ -614,10 +1002,10 @@ async def main_async(exe: str, scratch: Path, transports: list[str]) -> int:
                     "      " + l for l in tail(results["log"], 30).splitlines())
             failures.append(msg)
             walk = results.get("walk")
-            if walk is not None and walk.created:
+            if walk is not None and (walk.created or walk.deployments):
                 try:
                     with anyio.fail_after(90):
-                        await sweep_leftovers(exe, scratch / f"{transport}-data", cgroup_parent)
+                        await sweep_leftovers(exe, scratch / f"{transport}-data", cgroup_parent, walk.deployments)
                 except BaseException as se:  # noqa: BLE001
                     print(f"  sweep of {transport} failed: {describe(se)}", file=sys.stderr)
     # A test cgroup parent is ours alone; remove it (only when empty: rmdir refuses otherwise).

@@ -203,7 +203,15 @@ impl Ops {
             .default_provider()?
             .import_template(&input.name, &source, defaults, progress)
             .await
-            .map_err(OpError::from)?;
+            .map_err(|e| {
+                // The provider names the template `template_name`, as export calls it;
+                // an import calls it `name`.
+                let mut e = OpError::from(e);
+                if let Some(rest) = e.message.strip_prefix("template_name: ") {
+                    e.message = format!("name: {rest}");
+                }
+                e
+            })?;
         Ok(template_json(&t, false))
     }
 

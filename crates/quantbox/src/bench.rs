@@ -1,7 +1,8 @@
 //! `quantbox bench`: measures what the sandbox engine costs on this machine, through
 //! the operations layer (the same calls MCP, REST and the CLI make, minus transport):
-//! create + run `true`, run a command in a running sandbox, terminate, and the host
-//! memory of idle sandboxes. Where bubblewrap is installed, it is timed in the same run
+//! create + run `true`, run a command in a running sandbox, terminate, the host memory
+//! of idle sandboxes, pause/resume, exporting 100 MB of changes as a template, and
+//! scaling a deployment from 0 to 50 instances and back. Where bubblewrap is installed, it is timed in the same run
 //! for comparison.
 
 use std::path::PathBuf;
@@ -132,7 +133,7 @@ impl Engine {
         };
         let cfg = EngineConfig {
             data_dir: dir.clone(),
-            max_sandboxes: a.idle.max(a.iterations) + 16,
+            max_sandboxes: a.idle.max(a.iterations).max(SCALE_TO) + 16,
             pids_max: 512,
             terminate_grace: Duration::from_secs(5),
             init_exe: None,
@@ -306,6 +307,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     // create per cold start time.
     let pool = a.warm_pool;
     let mut warm = None;
+    let mut fleet = None;
     if pool > 0 {
         let w = Engine::open(&a, "warm", pool).await?;
         progress(&format!(
@@ -326,6 +328,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             )
             .await?;
         }
+        fleet = Some(fleet_bench(&w, pool, n, &progress).await?);
         w.close().await;
         warm = Some((Stats::new(wc), Stats::new(wt), warm_steps));
     }
@@ -369,6 +372,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             "cgroup_memory_per_sandbox_mib": r3(cg_mem as f64 / a.idle.max(1) as f64 / 1024.0),
             "terminate_all_concurrently_ms": r3(ms(teardown_all)),
         },
+        "fleet": fleet.as_ref().map_or(Value::Null, Fleet::json),
         "bwrap_true": bwrap.as_ref().map_or(json!({"available": false, "reason": "bwrap is not installed (Debian package bubblewrap)"}), |s| s.json()),
     });
     if a.json {
@@ -404,6 +408,21 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         Some(b) => row("bwrap: start `true` (same namespaces)", b, "reference"),
         None => println!("bwrap: not installed (apt-get install bubblewrap) — no reference timing"),
     }
+    if let Some(f) = &fleet {
+        row("pause a running sandbox", &f.pause, "<= 10");
+        row("resume it", &f.resume, "<= 10");
+        row(
+            &format!("export {} MB of changes", EXPORT_MB),
+            &f.export,
+            "<= 2000",
+        );
+        row(
+            &format!("scale a deployment 0 -> {SCALE_TO}"),
+            &f.scale_up,
+            "<= 1500",
+        );
+        row(&format!("scale it {SCALE_TO} -> 0"), &f.scale_down, "");
+    }
     let print_steps = |title: &str, steps: &Steps| {
         println!("\n{title:<40} {:>8} {:>8}", "p50", "mean");
         for (k, v) in steps {
@@ -424,6 +443,143 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         ms(teardown_all)
     );
     Ok(())
+}
+
+/// Megabytes written into a sandbox before it is exported.
+const EXPORT_MB: usize = 100;
+/// Instances a deployment is scaled to.
+const SCALE_TO: usize = 50;
+
+/// Timings of the lifecycle and fleet operations.
+struct Fleet {
+    pause: Stats,
+    resume: Stats,
+    export: Stats,
+    export_size_mb: f64,
+    scale_up: Stats,
+    scale_down: Stats,
+}
+
+impl Fleet {
+    fn json(&self) -> Value {
+        json!({
+            "pause": self.pause.json(),
+            "resume": self.resume.json(),
+            "export": {"changes_mb": EXPORT_MB, "layer_size_mb": self.export_size_mb, "latency": self.export.json()},
+            "scale_up": {"from": 0, "to": SCALE_TO, "latency": self.scale_up.json()},
+            "scale_down": {"from": SCALE_TO, "to": 0, "latency": self.scale_down.json()},
+        })
+    }
+}
+
+/// Pause/resume, export of a sandbox with `EXPORT_MB` of changes, and a deployment
+/// scaled from 0 to `SCALE_TO` instances and back, on the warm engine.
+async fn fleet_bench(w: &Engine, pool: usize, n: usize, progress: &impl Fn(&str)) -> Result<Fleet> {
+    let app = w.app();
+    let ops = &app.ops;
+    let op = |e: quantbox_ops::OpError| anyhow::anyhow!("{}", e.message);
+
+    progress(&format!("pause and resume a running sandbox, {n} times"));
+    let id = create(app, "pause").await?;
+    let (mut pause, mut resume) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        ops.pause_sandbox(&id).await.map_err(op)?;
+        pause.push(ms(t.elapsed()));
+        let t = Instant::now();
+        ops.resume_sandbox(&id).await.map_err(op)?;
+        resume.push(ms(t.elapsed()));
+    }
+    call(app, "terminate_e2b_sandbox", json!({"sandbox_id": id})).await?;
+
+    let exports = 3;
+    progress(&format!(
+        "export a sandbox with {EXPORT_MB} MB of changes, {exports} times"
+    ));
+    let id = call(
+        app,
+        "create_e2b_sandbox",
+        json!({"name": "export", "memory_mb": 512, "timeout": 3600}),
+    )
+    .await?["sandbox_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // Incompressible files of 1 MB each, written as root outside the home directory so
+    // that the export takes them.
+    let write = call(
+        app,
+        "execute_e2b_process",
+        json!({"sandbox_id": id, "user": "root", "timeout": 300,
+               "command": format!("mkdir -p /opt/bench && for i in $(seq 1 {EXPORT_MB}); do head -c 1048576 /dev/urandom > /opt/bench/f$i || exit 1; done")}),
+    )
+    .await?;
+    if write["exit_code"] != json!(0) {
+        bail!("writing {EXPORT_MB} MB in the sandbox failed: {write}");
+    }
+    let (mut export, mut export_size_mb) = (Vec::new(), 0.0);
+    for i in 0..exports {
+        let name = format!("bench-export-{i}");
+        let t = Instant::now();
+        let out = call(
+            app,
+            "export_e2b_template",
+            json!({"sandbox_id": id, "template_name": name}),
+        )
+        .await?;
+        export.push(ms(t.elapsed()));
+        export_size_mb = out["size_mb"].as_f64().unwrap_or(0.0);
+        ops.delete_template(&name).await.map_err(op)?;
+    }
+    call(app, "terminate_e2b_sandbox", json!({"sandbox_id": id})).await?;
+
+    let cycles = 3;
+    progress(&format!(
+        "scale a deployment 0 -> {SCALE_TO} -> 0, {cycles} times"
+    ));
+    let dep = call(
+        app,
+        "deploy_e2b_template",
+        json!({"template_name": "base", "category": "custom",
+               "configuration": {"memory_mb": 128, "cpu_count": 0.5}}),
+    )
+    .await?["deployment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let scale = |count: usize| {
+        call(
+            app,
+            "scale_e2b_deployment",
+            json!({"deployment_id": dep, "instance_count": count}),
+        )
+    };
+    scale(0).await?;
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for _ in 0..cycles {
+        w.pool_full(pool).await;
+        let t = Instant::now();
+        let out = scale(SCALE_TO).await?;
+        up.push(ms(t.elapsed()));
+        if out["running_instances"] != json!(SCALE_TO) {
+            bail!(
+                "scaling to {SCALE_TO} left {} running: {out}",
+                out["running_instances"]
+            );
+        }
+        let t = Instant::now();
+        scale(0).await?;
+        down.push(ms(t.elapsed()));
+    }
+    ops.delete_deployment(&dep).await.map_err(op)?;
+    Ok(Fleet {
+        pause: Stats::new(pause),
+        resume: Stats::new(resume),
+        export: Stats::new(export),
+        export_size_mb,
+        scale_up: Stats::new(up),
+        scale_down: Stats::new(down),
+    })
 }
 
 fn kernel() -> String {

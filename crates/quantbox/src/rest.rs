@@ -1,20 +1,30 @@
 //! REST under `/api/v1`: resource routes for people and scripts, and
 //! `POST /api/v1/tools/{name}` taking exactly a tool's MCP arguments. Every handler
-//! converts HTTP to an [`Ops::call`] and the result or `OpError` back; nothing else.
+//! converts HTTP to one call of [`Ops`] (`Ops::call`, or the operation of a resource
+//! route such as `Ops::pause_sandbox`) and the result or `OpError` back; nothing else.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use quantbox_ops::{ErrorCode, OpError, Ops};
+use quantbox_ops::sandboxes::TimeoutInput;
+use quantbox_ops::templates::{ExportInput, ImportInput};
+use quantbox_ops::{ErrorCode, OpError, Ops, args};
+use quantbox_sandbox::CopyProgress;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::{BytesCodec, FramedRead};
 
 #[derive(Clone)]
 pub struct RestState {
@@ -71,7 +81,13 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Value, OpError> {
 }
 
 /// Puts the path's sandbox id into the arguments (a different id in the body is an error).
-fn with_id(mut args: Value, id: &str) -> Result<Value, OpError> {
+fn with_id(args: Value, id: &str) -> Result<Value, OpError> {
+    with_field(args, "sandbox_id", id)
+}
+
+/// Puts a path parameter into the arguments as `field` (a different value in the body is
+/// an error).
+fn with_field(mut args: Value, field: &str, id: &str) -> Result<Value, OpError> {
     if args.is_null() {
         args = Value::Object(Map::new());
     }
@@ -81,16 +97,13 @@ fn with_id(mut args: Value, id: &str) -> Result<Value, OpError> {
             "the request body must be a JSON object",
         ));
     };
-    match obj.get("sandbox_id") {
+    match obj.get(field) {
         Some(Value::String(s)) if s != id => {
-            return Err(OpError::invalid(
-                "sandbox_id",
-                "differs from the id in the path",
-            ));
+            return Err(OpError::invalid(field, "differs from the id in the path"));
         }
         _ => {}
     }
-    obj.insert("sandbox_id".into(), Value::String(id.to_owned()));
+    obj.insert(field.into(), Value::String(id.to_owned()));
     Ok(args)
 }
 
@@ -136,6 +149,45 @@ fn query_args(q: BTreeMap<String, String>, allowed: &[(&str, QType)]) -> Result<
         obj.insert("metadata".into(), Value::Object(metadata));
     }
     Ok(Value::Object(obj))
+}
+
+/// Query parameters of a route that takes no metadata: `metadata.*` is unknown too.
+fn query_flags(
+    q: BTreeMap<String, String>,
+    allowed: &[(&str, QType)],
+) -> Result<Map<String, Value>, OpError> {
+    let known: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+    if let Some(k) = q
+        .keys()
+        .find(|k| k.starts_with("metadata.") || known.is_empty())
+    {
+        return Err(OpError::invalid(
+            k,
+            if known.is_empty() {
+                "unknown query parameter; this route takes none".to_owned()
+            } else {
+                format!(
+                    "unknown query parameter; the known ones are {}",
+                    known.join(", ")
+                )
+            },
+        ));
+    }
+    match query_args(q, allowed)? {
+        Value::Object(o) => Ok(o),
+        _ => Ok(Map::new()),
+    }
+}
+
+/// The boolean query parameter `name`, false when absent.
+fn flag(q: &Map<String, Value>, name: &str) -> bool {
+    q.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn to_json<T: Serialize>(r: Result<T, OpError>) -> Result<Value, OpError> {
+    r.and_then(|v| {
+        serde_json::to_value(v).map_err(|e| OpError::internal(format!("encoding the result: {e}")))
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -217,6 +269,239 @@ async fn terminate(
     Reply(r, StatusCode::OK)
 }
 
+/// Least time between two progress lines of a stream.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Runs a copying operation in a task of its own, so that a client that goes away does
+/// not cut it off halfway (with its sandbox frozen). Without `progress`, the answer is
+/// its JSON result (status `ok`) or error. With it, an NDJSON stream:
+/// `{"progress": {"bytes", "files"}}` lines (at most one per [`PROGRESS_EVERY`]) and a
+/// last `{"result": ...}` or `{"error": ...}` line. The stream starts with the first
+/// progress report: an error before it (a bad id or name) is an ordinary error response.
+async fn with_progress<F, Fut>(progress: bool, ok: StatusCode, op: F) -> Response
+where
+    F: FnOnce(CopyProgress) -> Fut,
+    Fut: Future<Output = Result<Value, OpError>> + Send + 'static,
+{
+    let joined = |r: Result<Result<Value, OpError>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| Err(OpError::internal(format!("the operation failed: {e}"))))
+    };
+    if !progress {
+        let r = joined(tokio::spawn(op(Arc::new(|_, _| {}))).await);
+        return Reply(r, ok).into_response();
+    }
+    let (tx, mut rx) = tokio::sync::watch::channel((0u64, 0u64));
+    let mut task = tokio::spawn(op(Arc::new(move |bytes, files| {
+        tx.send_replace((bytes, files));
+    })));
+    // Until the first report, the outcome may still be a plain error response. A report
+    // wins over the end that follows it, so that a stream has it.
+    let mut done = tokio::select! {
+        biased;
+        c = rx.changed() => match c {
+            Ok(()) => None,
+            Err(_) => Some(joined((&mut task).await)),
+        },
+        r = &mut task => Some(joined(r)),
+    };
+    if let Some(Err(e)) = &done {
+        return error_response(e);
+    }
+    let (mut w, r) = tokio::io::duplex(16 << 10);
+    tokio::spawn(async move {
+        let line = |v: Value| {
+            let mut l = v.to_string();
+            l.push('\n');
+            l
+        };
+        let mut reported = None;
+        let mut next = tokio::time::Instant::now();
+        let end = loop {
+            if let Some(r) = done.take() {
+                break r;
+            }
+            let now = *rx.borrow_and_update();
+            if reported != Some(now) {
+                reported = Some(now);
+                let l = line(json!({"progress": {"bytes": now.0, "files": now.1}}));
+                if w.write_all(l.as_bytes()).await.is_err() {
+                    return; // the client went away; the task finishes on its own
+                }
+                next = tokio::time::Instant::now() + PROGRESS_EVERY;
+            }
+            tokio::select! {
+                r = &mut task => done = Some(joined(r)),
+                c = async {
+                    tokio::time::sleep_until(next).await;
+                    rx.changed().await
+                } => {
+                    if c.is_err() {
+                        done = Some(joined((&mut task).await));
+                    }
+                }
+            }
+        };
+        let last = match end {
+            Ok(v) => json!({ "result": v }),
+            Err(e) => e.to_json(),
+        };
+        let _ = w.write_all(line(last).as_bytes()).await;
+        let _ = w.shutdown().await;
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(FramedRead::new(r, BytesCodec::new())),
+    )
+        .into_response()
+}
+
+async fn pause(State(s): State<RestState>, Path(id): Path<String>) -> Reply {
+    Reply(to_json(s.ops.pause_sandbox(&id).await), StatusCode::OK)
+}
+
+async fn resume(State(s): State<RestState>, Path(id): Path<String>) -> Reply {
+    Reply(to_json(s.ops.resume_sandbox(&id).await), StatusCode::OK)
+}
+
+async fn set_timeout(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let r = match parse_body(body)
+        .and_then(|a| with_id(a, &id))
+        .and_then(args::parse::<TimeoutInput>)
+    {
+        Ok(input) => to_json(s.ops.set_sandbox_timeout(input).await),
+        Err(e) => Err(e),
+    };
+    Reply(r, StatusCode::OK)
+}
+
+async fn export(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = query_flags(q, &[("progress", QType::Bool)]).and_then(|q| {
+        let input = parse_body(body)
+            .and_then(|a| with_id(a, &id))
+            .and_then(args::parse::<ExportInput>)?;
+        Ok((flag(&q, "progress"), input))
+    });
+    let (progress, input) = match parsed {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let ops = s.ops.clone();
+    with_progress(progress, StatusCode::OK, move |p| async move {
+        to_json(ops.export_with_progress(input, p).await)
+    })
+    .await
+}
+
+async fn list_templates(
+    State(s): State<RestState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Reply {
+    let r = query_flags(q, &[]).and_then(|_| s.ops.list_templates());
+    Reply(r, StatusCode::OK)
+}
+
+async fn import_template(
+    State(s): State<RestState>,
+    Query(q): Query<BTreeMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = query_flags(q, &[("progress", QType::Bool)]).and_then(|q| {
+        let input = parse_body(body).and_then(args::parse::<ImportInput>)?;
+        Ok((flag(&q, "progress"), input))
+    });
+    let (progress, input) = match parsed {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let ops = s.ops.clone();
+    with_progress(progress, StatusCode::CREATED, move |p| async move {
+        ops.import_template(input, p).await
+    })
+    .await
+}
+
+async fn delete_template(State(s): State<RestState>, Path(name): Path<String>) -> Reply {
+    Reply(s.ops.delete_template(&name).await, StatusCode::OK)
+}
+
+async fn list_deployments(
+    State(s): State<RestState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Reply {
+    let r = query_flags(q, &[("include_deleted", QType::Bool)])
+        .and_then(|q| s.ops.list_deployments(flag(&q, "include_deleted")));
+    Reply(r, StatusCode::OK)
+}
+
+async fn deploy(State(s): State<RestState>, body: Result<Bytes, BytesRejection>) -> Reply {
+    let r = match parse_body(body) {
+        Ok(args) => s.ops.call("deploy_e2b_template", args).await,
+        Err(e) => Err(e),
+    };
+    Reply(r, StatusCode::CREATED)
+}
+
+/// Events of a deployment shown when the query does not say.
+const DEFAULT_EVENTS: i64 = 100;
+
+async fn get_deployment(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Reply {
+    let r = query_flags(q, &[("events", QType::Int)])
+        .and_then(|q| {
+            let n = q.get("events").and_then(Value::as_i64);
+            args::int_in("events", n.unwrap_or(DEFAULT_EVENTS), 0, 1000)
+        })
+        .and_then(|n| s.ops.get_deployment(&id, n as usize));
+    Reply(r, StatusCode::OK)
+}
+
+async fn scale(
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let r = match parse_body(body).and_then(|a| with_field(a, "deployment_id", &id)) {
+        Ok(args) => s.ops.call("scale_e2b_deployment", args).await,
+        Err(e) => Err(e),
+    };
+    Reply(r, StatusCode::OK)
+}
+
+async fn delete_deployment(State(s): State<RestState>, Path(id): Path<String>) -> Reply {
+    Reply(s.ops.delete_deployment(&id).await, StatusCode::OK)
+}
+
+async fn fleet_health(
+    State(s): State<RestState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Reply {
+    // `all` for people, `include_all_sandboxes` as the tool calls it.
+    let allowed = [("all", QType::Bool), ("include_all_sandboxes", QType::Bool)];
+    let r = match query_flags(q, &allowed) {
+        Ok(q) => {
+            let all = flag(&q, "all") || flag(&q, "include_all_sandboxes");
+            s.ops
+                .call("monitor_e2b_health", json!({"include_all_sandboxes": all}))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    Reply(r, StatusCode::OK)
+}
+
 async fn tools() -> Json<Value> {
     Json(json!({ "tools": quantbox_ops::tools() }))
 }
@@ -257,6 +542,22 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/sandboxes", post(create).get(list))
         .route("/api/v1/sandboxes/{id}", get(status).delete(terminate))
         .route("/api/v1/sandboxes/{id}/exec", post(exec))
+        .route("/api/v1/sandboxes/{id}/pause", post(pause))
+        .route("/api/v1/sandboxes/{id}/resume", post(resume))
+        .route("/api/v1/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/api/v1/sandboxes/{id}/export", post(export))
+        .route(
+            "/api/v1/templates",
+            get(list_templates).post(import_template),
+        )
+        .route("/api/v1/templates/{name}", delete(delete_template))
+        .route("/api/v1/deployments", get(list_deployments).post(deploy))
+        .route(
+            "/api/v1/deployments/{id}",
+            get(get_deployment).delete(delete_deployment),
+        )
+        .route("/api/v1/deployments/{id}/scale", post(scale))
+        .route("/api/v1/fleet/health", get(fleet_health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -343,6 +644,34 @@ mod tests {
         );
         assert!(with_id(json!({"sandbox_id": "y"}), "x").is_err());
         assert!(with_id(json!([1]), "x").is_err());
+        assert_eq!(
+            with_field(json!({"instance_count": 2}), "deployment_id", "d").unwrap(),
+            json!({"instance_count": 2, "deployment_id": "d"})
+        );
+        let e = with_field(json!({"deployment_id": "e"}), "deployment_id", "d").unwrap_err();
+        assert_eq!(e.message, "deployment_id: differs from the id in the path");
+    }
+
+    #[test]
+    fn routes_without_metadata_refuse_metadata_queries() {
+        let q = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let allowed = [("events", QType::Int)];
+        let e = query_flags(q(&[("metadata.a", "b")]), &allowed).unwrap_err();
+        assert!(e.message.starts_with("metadata.a: unknown query parameter"));
+        let e = query_flags(q(&[("events", "ten")]), &allowed).unwrap_err();
+        assert_eq!(e.message, "events: must be an integer, got \"ten\"");
+        let ok = query_flags(q(&[("events", "5")]), &allowed).unwrap();
+        assert_eq!(ok.get("events"), Some(&json!(5)));
+        let e = query_flags(q(&[("x", "1")]), &[]).unwrap_err();
+        assert_eq!(
+            e.message,
+            "x: unknown query parameter; this route takes none"
+        );
     }
 
     #[test]

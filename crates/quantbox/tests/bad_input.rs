@@ -5,13 +5,19 @@
 //! CLI (`quantbox sandbox ...`: non-zero exit, `error: <code>: <message>` on stderr, or
 //! clap's message naming the flag for values it rejects before sending).
 //!
+//! The deployment, fleet-health and export tools (`deploy_e2b_template`,
+//! `scale_e2b_deployment`, `monitor_e2b_health`, `export_e2b_template`) are covered
+//! through REST and MCP; their CLI verbs are not written yet, so their CLI form is skipped
+//! with that reason.
+//!
 //! Also: REST-only input (malformed bodies, query strings, unknown routes), the API key
 //! (REST and MCP over HTTP), the refusal to listen beyond loopback without a key, and
 //! that nothing panics.
 //!
 //! Validation runs before any sandbox exists, so almost all of this needs no root. The
-//! one part that needs a real (stopped) sandbox is skipped without root, unless
-//! `QUANTBOX_REQUIRE_ALL_TESTS=1`, where it fails instead.
+//! parts that need a real sandbox (exec in a stopped one; exporting a running one under
+//! the built-in name `base`) are skipped without root, unless
+//! `QUANTBOX_REQUIRE_ALL_TESTS=1`, where they fail instead.
 //!
 //! Each mismatch is collected (not the first only) and the test fails at the end with the
 //! whole list. Cases marked `finding(...)` are known differences between quantbox and the
@@ -32,6 +38,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 const BIN: &str = env!("CARGO_BIN_EXE_quantbox");
 /// A well-formed sandbox id that no server knows.
 const UNKNOWN_ID: &str = "aaaaaaaaaaaaaaaaaaaa";
+/// A well-formed deployment id that no server knows.
+const UNKNOWN_DEPLOYMENT: &str = "dep_aaaaaaaaaaaaaaaa";
 const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 const MCP_TIMEOUT: Duration = Duration::from_secs(20);
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
@@ -469,10 +477,17 @@ async fn run_cli(args: &[String]) -> Result<CliOut> {
     })
 }
 
-/// `quantbox sandbox --url URL <args>`.
+/// `quantbox sandbox --url URL <args>`, or `quantbox deployment|health|template --url URL
+/// <rest>` when `args` starts with one of those commands.
 fn sandbox_args(url: &str, args: &[String]) -> Vec<String> {
-    let mut v = vec!["sandbox".to_owned(), "--url".to_owned(), url.to_owned()];
-    v.extend(args.iter().cloned());
+    let (command, rest) = match args.split_first() {
+        Some((first, rest)) if ["deployment", "health", "template"].contains(&first.as_str()) => {
+            (first.clone(), rest)
+        }
+        _ => ("sandbox".to_owned(), args),
+    };
+    let mut v = vec![command, "--url".to_owned(), url.to_owned()];
+    v.extend(rest.iter().cloned());
     v
 }
 
@@ -592,6 +607,15 @@ fn cases() -> Vec<Case> {
     let l = "list_e2b_sandboxes";
     let t = "terminate_e2b_sandbox";
     let s = "get_e2b_sandbox_status";
+    let d = "deploy_e2b_template";
+    let sc = "scale_e2b_deployment";
+    let h = "monitor_e2b_health";
+    let x = "export_e2b_template";
+    let dep = UNKNOWN_DEPLOYMENT;
+    // What the flags of `deployment create|scale`, `health` and `sandbox export` cannot say.
+    const NEW_CLI: &str = "a JSON type the CLI's flags cannot express";
+    let deploy = |configuration: Value| json!({"template_name": "base", "category": "trading", "configuration": configuration});
+    const CLI_ELSEWHERE: &str = "CLI verbs for this tool are tested in tests/frontends.rs";
     vec![
         // create_e2b_sandbox
         case(c, "missing name", json!({}), IA, "name").clap(&["create"], "<NAME>"),
@@ -658,6 +682,12 @@ fn cases() -> Vec<Case> {
             .cli(&["exec", "--cwd", "relative/dir", id, "ls"]),
         case(e, "user admin", json!({"sandbox_id": id, "command": "ls", "user": "admin"}), IA, "user")
             .no_cli("the CLI has no user flag"),
+        // `user: "root"` is valid (root of the sandbox's own user namespace): the request
+        // passes validation and fails only on the unknown sandbox.
+        case(e, "user root (valid; unknown sandbox)", json!({"sandbox_id": id, "command": "ls", "user": "root"}), NF, UNKNOWN_ID)
+            .no_cli("the CLI has no user flag"),
+        case(e, "user is a number", json!({"sandbox_id": id, "command": "ls", "user": 0}), IA, "user")
+            .no_cli("the CLI has no user flag"),
         case(e, "stdin is a number", json!({"sandbox_id": id, "command": "ls", "stdin": 5}), IA, "stdin"),
         case(e, "env name with a space", json!({"sandbox_id": id, "command": "ls", "env": {"A B": "x"}}), IA, "env")
             .cli(&["exec", "--env", "A B=x", id, "ls"]),
@@ -693,6 +723,138 @@ fn cases() -> Vec<Case> {
             .clap(&["status", id, "--log-lines", "ten"], "--log-lines"),
         case(s, "unknown sandbox", json!({"sandbox_id": id}), NF, UNKNOWN_ID).cli(&["status", id]),
         case(s, "sandbox_id of the wrong form", json!({"sandbox_id": "../etc"}), IA, "sandbox_id").cli(&["status", "../etc"]),
+        // deploy_e2b_template
+        case(d, "missing template_name", json!({"category": "trading"}), IA, "template_name").no_cli(NEW_CLI),
+        case(d, "missing category", json!({"template_name": "base"}), IA, "category").clap(&["deployment", "create", "base"], "--category"),
+        case(d, "template_name with a slash", json!({"template_name": "a/b", "category": "trading"}), IA, "template_name")
+            .cli(&["deployment", "create", "a/b", "--category", "trading"]),
+        case(d, "unknown template", json!({"template_name": "nope", "category": "trading"}), NF, "template_name")
+            .cli(&["deployment", "create", "nope", "--category", "trading"]),
+        case(d, "category gambling", json!({"template_name": "base", "category": "gambling"}), IA, "category")
+            .cli(&["deployment", "create", "base", "--category", "gambling"]),
+        case(d, "category is a number", json!({"template_name": "base", "category": 1}), IA, "category").no_cli(NEW_CLI),
+        case(d, "configuration 5", deploy(json!(5)), IA, "configuration").no_cli(NEW_CLI),
+        case(d, "configuration \"[1]\" (a string holding an array)", deploy(json!("[1]")), IA, "configuration")
+            .cli(&["deployment", "create", "base", "--category", "trading", "--config", "[1]"]),
+        case(d, "configuration \"{oops\" (a string that is not JSON)", deploy(json!("{oops")), IA, "configuration")
+            .cli(&["deployment", "create", "base", "--category", "trading", "--config", "{oops"]),
+        case(d, "configuration.memory_mb 1", deploy(json!({"memory_mb": 1})), IA, "configuration.memory_mb")
+            .no_cli(NEW_CLI),
+        case(d, "configuration.memory_mb 1 in a JSON string", deploy(json!("{\"memory_mb\": 1}")), IA, "configuration.memory_mb")
+            .cli(&["deployment", "create", "base", "--category", "trading", "--config", "{\"memory_mb\": 1}"]),
+        case(d, "configuration.memory_mb is a string", deploy(json!({"memory_mb": "128"})), IA, "configuration.memory_mb")
+            .no_cli(NEW_CLI),
+        case(d, "configuration with an unknown field", deploy(json!({"unknown": 1})), IA, "configuration.unknown")
+            .no_cli(NEW_CLI),
+        case(d, "configuration.setup_commands [\"\"]", deploy(json!({"setup_commands": [""]})), IA, "configuration.setup_commands")
+            .no_cli(NEW_CLI),
+        case(d, "configuration.files with ../x", deploy(json!({"files": {"../x": "a"}})), IA, "configuration.files")
+            .no_cli(NEW_CLI),
+        case(d, "configuration.setup_user admin", deploy(json!({"setup_user": "admin"})), IA, "configuration.setup_user")
+            .no_cli(NEW_CLI),
+        case(d, "unknown field", json!({"template_name": "base", "category": "trading", "config": {}}), IA, "config")
+            .no_cli(NEW_CLI),
+        // scale_e2b_deployment
+        case(sc, "missing deployment_id", json!({"instance_count": 1}), IA, "deployment_id").no_cli(NEW_CLI),
+        case(sc, "missing instance_count", json!({"deployment_id": dep}), IA, "instance_count").clap(&["deployment", "scale", dep], "<COUNT>"),
+        case(sc, "deployment_id nope", json!({"deployment_id": "nope", "instance_count": 1}), IA, "deployment_id")
+            .cli(&["deployment", "scale", "nope", "1"]),
+        case(sc, "unknown deployment", json!({"deployment_id": dep, "instance_count": 1}), NF, UNKNOWN_DEPLOYMENT)
+            .cli(&["deployment", "scale", dep, "1"]),
+        case(sc, "instance_count -1", json!({"deployment_id": dep, "instance_count": -1}), IA, "instance_count")
+            .cli(&["deployment", "scale", dep, "-1"]),
+        case(sc, "instance_count \"3\"", json!({"deployment_id": dep, "instance_count": "3"}), IA, "instance_count")
+            .no_cli(NEW_CLI),
+        case(sc, "instance_count 1.5", json!({"deployment_id": dep, "instance_count": 1.5}), IA, "instance_count")
+            .clap(&["deployment", "scale", dep, "1.5"], "<COUNT>"),
+        case(sc, "instance_count 1000000", json!({"deployment_id": dep, "instance_count": 1_000_000}), IA, "instance_count")
+            .cli(&["deployment", "scale", dep, "1000000"]),
+        case(sc, "auto_scale \"true\"", json!({"deployment_id": dep, "instance_count": 2, "auto_scale": "true"}), IA, "auto_scale")
+            .no_cli(NEW_CLI),
+        case(sc, "min_instances without auto_scale", json!({"deployment_id": dep, "instance_count": 2, "min_instances": 1}), IA, "min_instances")
+            .cli(&["deployment", "scale", dep, "2", "--min", "1"]),
+        case(sc, "target_cpu_percent without auto_scale", json!({"deployment_id": dep, "instance_count": 2, "target_cpu_percent": 50}), IA, "target_cpu_percent")
+            .cli(&["deployment", "scale", dep, "2", "--target-cpu", "50"]),
+        case(sc, "target_cpu_percent 0 with auto_scale", json!({"deployment_id": dep, "instance_count": 2, "auto_scale": true, "target_cpu_percent": 0}), IA, "target_cpu_percent")
+            .cli(&["deployment", "scale", dep, "2", "--auto-scale", "--target-cpu", "0"]),
+        case(sc, "target_cpu_percent 101 with auto_scale", json!({"deployment_id": dep, "instance_count": 2, "auto_scale": true, "target_cpu_percent": 101}), IA, "target_cpu_percent")
+            .cli(&["deployment", "scale", dep, "2", "--auto-scale", "--target-cpu", "101"]),
+        case(sc, "min_instances above instance_count", json!({"deployment_id": dep, "instance_count": 2, "auto_scale": true, "min_instances": 3}), IA, "min_instances")
+            .cli(&["deployment", "scale", dep, "2", "--auto-scale", "--min", "3"]),
+        case(sc, "auto_scale with instance_count 0", json!({"deployment_id": dep, "instance_count": 0, "auto_scale": true, "min_instances": 0}), IA, "instance_count")
+            .no_cli(NEW_CLI),
+        // monitor_e2b_health
+        case(h, "include_all_sandboxes \"true\"", json!({"include_all_sandboxes": "true"}), IA, "include_all_sandboxes")
+            .clap(&["health", "--all=true"], "--all"),
+        case(h, "include_all_sandboxes 1", json!({"include_all_sandboxes": 1}), IA, "include_all_sandboxes").no_cli(NEW_CLI),
+        case(h, "unknown field", json!({"include_all": true}), IA, "include_all").no_cli(NEW_CLI),
+        // export_e2b_template
+        case(x, "missing sandbox_id", json!({"template_name": "t1"}), IA, "sandbox_id").no_cli(NEW_CLI),
+        case(x, "missing template_name", json!({"sandbox_id": id}), IA, "template_name").clap(&["export", id], "<TEMPLATE_NAME>"),
+        case(x, "template_name a/b", json!({"sandbox_id": id, "template_name": "a/b"}), IA, "template_name").cli(&["export", id, "a/b"]),
+        case(x, "template_name .x", json!({"sandbox_id": id, "template_name": ".x"}), IA, "template_name").cli(&["export", id, ".x"]),
+        case(x, "empty template_name", json!({"sandbox_id": id, "template_name": ""}), IA, "template_name").cli(&["export", id, ""]),
+        case(x, "template_name of 65 characters", json!({"sandbox_id": id, "template_name": long_name}), IA, "template_name")
+            .no_cli(NEW_CLI),
+        case(x, "include_data \"yes\"", json!({"sandbox_id": id, "template_name": "t1", "include_data": "yes"}), IA, "include_data")
+            .no_cli(NEW_CLI),
+        case(x, "sandbox_id of the wrong form", json!({"sandbox_id": "nope", "template_name": "t1"}), IA, "sandbox_id")
+            .cli(&["export", "nope", "t1"]),
+        case(x, "unknown sandbox", json!({"sandbox_id": id, "template_name": "t1"}), NF, UNKNOWN_ID).cli(&["export", id, "t1"]),
+        // More of the four tools above. Their CLI verbs (`deployment create|scale`, `health`,
+        // `sandbox export`) are tested in tests/frontends.rs.
+        case(d, "configuration [1] (an array)", deploy(json!([1])), IA, "configuration").no_cli(CLI_ELSEWHERE),
+        case(d, "configuration null is {} (valid; unknown template)", json!({"template_name": "nope", "category": "trading", "configuration": null}), NF, "template_name")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.memory_mb 10 (below 64)", deploy(json!({"memory_mb": 10})), IA, "configuration.memory_mb")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.cpu_count 0", deploy(json!({"cpu_count": 0})), IA, "configuration.cpu_count").no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.timeout 0", deploy(json!({"timeout": 0})), IA, "configuration.timeout").no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.timeout 86401", deploy(json!({"timeout": 86_401})), IA, "configuration.timeout").no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.setup_commands is a string", deploy(json!({"setup_commands": "ls"})), IA, "configuration.setup_commands")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.setup_commands [1]", deploy(json!({"setup_commands": [1]})), IA, "configuration.setup_commands")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.setup_commands [\"ls\", \"  \"]", deploy(json!({"setup_commands": ["ls", "  "]})), IA, "configuration.setup_commands[1]")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.files is an array", deploy(json!({"files": ["a.txt"]})), IA, "configuration.files").no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.files content is a number", deploy(json!({"files": {"a.txt": 1}})), IA, "configuration.files")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.files path with .. inside", deploy(json!({"files": {"/home/user/../../etc/passwd": "x"}})), IA, "configuration.files")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.files path ending in /", deploy(json!({"files": {"conf/": "x"}})), IA, "configuration.files")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.env_vars value is a number", deploy(json!({"env_vars": {"A": 1}})), IA, "configuration.env_vars")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "configuration.metadata is a string", deploy(json!({"metadata": "x"})), IA, "configuration.metadata").no_cli(CLI_ELSEWHERE),
+        case(d, "configuration with an unknown key, in a JSON string", deploy(json!("{\"memory\": 128}")), IA, "configuration.memory")
+            .no_cli(CLI_ELSEWHERE),
+        case(d, "template_name empty", json!({"template_name": "", "category": "trading"}), IA, "template_name").no_cli(CLI_ELSEWHERE),
+        case(d, "category Trading (case matters)", json!({"template_name": "base", "category": "Trading"}), IA, "category")
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "deployment_id of 20 [a-z0-9] (a sandbox id)", json!({"deployment_id": id, "instance_count": 1}), IA, "deployment_id")
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "deployment_id dep_ with upper case", json!({"deployment_id": "dep_AAAAAAAAAAAAAAAA", "instance_count": 1}), IA, "deployment_id")
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "instance_count 1001 (the server's limit is 1000)", json!({"deployment_id": dep, "instance_count": 1001}), IA, "instance_count")
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "instance_count 1000 (valid; unknown deployment)", json!({"deployment_id": dep, "instance_count": 1000}), NF, UNKNOWN_DEPLOYMENT)
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "instance_count null", json!({"deployment_id": dep, "instance_count": null}), IA, "instance_count").no_cli(CLI_ELSEWHERE),
+        case(sc, "min_instances -1 with auto_scale", json!({"deployment_id": dep, "instance_count": 2, "auto_scale": true, "min_instances": -1}), IA, "min_instances")
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "target_cpu_percent \"50\" with auto_scale", json!({"deployment_id": dep, "instance_count": 2, "auto_scale": true, "target_cpu_percent": "50"}), IA, "target_cpu_percent")
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "target_cpu_percent 100 with auto_scale (valid; unknown deployment)", json!({"deployment_id": dep, "instance_count": 2, "auto_scale": true, "min_instances": 2, "target_cpu_percent": 100}), NF, UNKNOWN_DEPLOYMENT)
+            .no_cli(CLI_ELSEWHERE),
+        case(sc, "unknown field", json!({"deployment_id": dep, "instance_count": 1, "max_instances": 3}), IA, "max_instances").no_cli(CLI_ELSEWHERE),
+        case(x, "template_name base (a built-in; unknown sandbox: not_found first)", json!({"sandbox_id": id, "template_name": "base"}), NF, UNKNOWN_ID)
+            .no_cli(CLI_ELSEWHERE),
+        case(x, "template_name with a space", json!({"sandbox_id": id, "template_name": "my template"}), IA, "template_name")
+            .no_cli(CLI_ELSEWHERE),
+        case(x, "template_name is a number", json!({"sandbox_id": id, "template_name": 7}), IA, "template_name").no_cli(CLI_ELSEWHERE),
+        case(x, "unknown field", json!({"sandbox_id": id, "template_name": "t1", "include_home": true}), IA, "include_home")
+            .no_cli(CLI_ELSEWHERE),
         // no such tool
         case("frobnicate_sandbox", "unknown tool", json!({}), NF, "frobnicate_sandbox").no_cli("the CLI has verbs, not tool names"),
     ]
@@ -1277,6 +1439,90 @@ async fn stopped_sandbox(f: &Failures, client: &reqwest::Client, url: &str, mcp:
 }
 
 // ---------------------------------------------------------------------------------------
+// A running sandbox (needs root): exporting it under a built-in template's name is
+// already_exists everywhere (the name check passes; the registry has `base`).
+
+async fn export_as_builtin(f: &Failures, client: &reqwest::Client, url: &str, mcp: &mut Mcp) {
+    let create = json!({"name": "badinput-export", "timeout": 120, "memory_mb": 128});
+    let case_for = |id: &str| Case {
+        tool: "export_e2b_template",
+        what: "template_name base (a built-in) of a running sandbox".into(),
+        input: Input::Json(json!({"sandbox_id": id, "template_name": "base"})),
+        code: "already_exists",
+        needle: "base",
+        cli: CliForm::Skip("CLI verbs for this tool are tested in tests/frontends.rs"),
+        finding: None,
+    };
+
+    println!("  [export as base] REST");
+    let (status, body) = match send(
+        client
+            .post(format!("{url}/api/v1/sandboxes"))
+            .body(create.to_string()),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return f.fail(format!("[export as base] creating: {e:#}")),
+    };
+    let Some(id) = body["sandbox_id"]
+        .as_str()
+        .filter(|_| status == 201)
+        .map(str::to_owned)
+    else {
+        return f.fail(format!(
+            "[export as base] creating gave HTTP {status}: {}",
+            short(&body)
+        ));
+    };
+    let rest = rest_case(f, client, url, &case_for(&id)).await;
+    match send(client.delete(format!("{url}/api/v1/sandboxes/{id}?force=true"))).await {
+        Ok((200, _)) => {}
+        Ok((s, b)) => f.fail(format!(
+            "[export as base] terminating gave HTTP {s}: {}",
+            short(&b)
+        )),
+        Err(e) => f.fail(format!("[export as base] terminating: {e:#}")),
+    }
+
+    println!("  [export as base] MCP");
+    let created = match mcp.call_tool("create_e2b_sandbox", Some(create)).await {
+        Ok(r) => r,
+        Err(e) => return f.fail(format!("[export as base, MCP] creating: {e:#}")),
+    };
+    let Some(mid) = created["result"]["structuredContent"]["sandbox_id"]
+        .as_str()
+        .map(str::to_owned)
+    else {
+        return f.fail(format!(
+            "[export as base, MCP] creating: {}",
+            short(&created)
+        ));
+    };
+    let m = mcp_case(f, mcp, &case_for(&mid)).await;
+    if let (Some(r), Some(m)) = (&rest, &m) {
+        f.check(r == m, || {
+            format!(
+                "[export as base] REST and MCP differ:\n      REST {}\n      MCP  {}",
+                short(r),
+                short(m)
+            )
+        });
+    }
+    match mcp
+        .call_tool(
+            "terminate_e2b_sandbox",
+            Some(json!({"sandbox_id": mid, "force": true})),
+        )
+        .await
+    {
+        Ok(r) if r.get("result").is_some() && r["result"]["isError"] != json!(true) => {}
+        Ok(r) => f.fail(format!("[export as base, MCP] terminating: {}", short(&r))),
+        Err(e) => f.fail(format!("[export as base, MCP] terminating: {e:#}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The API key.
 
 async fn auth(f: &Failures, client: &reqwest::Client) {
@@ -1691,10 +1937,14 @@ async fn bad_input_gives_the_same_error_through_rest_mcp_and_cli() {
     if is_root() {
         println!("a stopped sandbox (root)");
         stopped_sandbox(&f, &client, &url, &mut mcp).await;
+        println!("exporting a running sandbox as `base` (root)");
+        export_as_builtin(&f, &client, &url, &mut mcp).await;
     } else if require_all() {
         f.fail("QUANTBOX_REQUIRE_ALL_TESTS=1, but the stopped-sandbox part needs root".into());
     } else {
-        println!("skipped: needs root (exec in a stopped sandbox → failed_precondition)");
+        println!(
+            "skipped: needs root (exec in a stopped sandbox → failed_precondition; export as `base` → already_exists)"
+        );
     }
 
     println!("the API key");
