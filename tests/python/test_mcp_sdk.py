@@ -426,9 +426,9 @@ class Walk:
     def dep_config(self, setup_user: str) -> dict[str, Any]:
         """The configuration of the walk's deployments: every key of the contract (and
         `setup_user`). The setup commands record what they saw in files under the home."""
-        # Absolute paths: setup commands run in the setup user's home (/root for root), while
-        # relative `files` go under /home/user whoever sets up.
-        read_cfg = "python3 -c \"import json; print(json.load(open('/home/user/cfg.json'))['x'])\" > /home/user/out.txt"
+        # Setup commands run in /home/user, where relative `files` go, whoever sets up:
+        # the relative path must work for root too.
+        read_cfg = "python3 -c \"import json; print(json.load(open('cfg.json'))['x'])\" > /home/user/out.txt"
         return {
             "memory_mb": 128,
             "cpu_count": 0.5,
@@ -553,7 +553,7 @@ class Walk:
     async def check_deployments(self) -> None:
         # Deploy twice: configuration as an object (setup as the user) and as a JSON string (setup as root).
         dep, first = await self.deploy(self.dep_config("user"), "an object", 1000, "/home/user")
-        dep2, first2 = await self.deploy(json.dumps(self.dep_config("root")), "a JSON string", 0, "/root")
+        dep2, first2 = await self.deploy(json.dumps(self.dep_config("root")), "a JSON string", 0, "/home/user")
         check(dep2 != dep and first2 != first, "two deployments should have distinct ids and instances")
 
         # Scale up and down.

@@ -49,7 +49,8 @@ pub struct DeployInput {
     /// `memory_mb` (64 to the host's memory, default 512), `cpu_count` (default 1),
     /// `timeout` (instance lifetime, seconds, default 3600), `files` (object: path →
     /// text; relative paths are under /home/user), `setup_commands` (array of shell
-    /// lines run in order; a failure fails the deployment and removes what was made),
+    /// lines run in order in /home/user; a failure fails the deployment and removes what
+    /// was made),
     /// `setup_user` (`user` or `root`, default `user`), `metadata` (object).
     #[serde(default)]
     pub configuration: Option<Value>,
@@ -398,9 +399,10 @@ impl Ops {
         }))
     }
 
-    /// One deployment with its instances and its event log (the last `events`).
-    pub fn get_deployment(&self, id: &str, events: usize) -> Result<Value, OpError> {
+    /// One deployment with its instances and its event log (the last `events`, 0 to 1000).
+    pub fn get_deployment(&self, id: &str, events: i64) -> Result<Value, OpError> {
         let id = parse_deployment_id(id)?;
+        let events = int_in("events", events, 0, 1000)? as usize;
         Ok(deployment_json(&self.deployments.get(&id, events)?, true))
     }
 

@@ -167,7 +167,19 @@ impl Ops {
     }
 
     /// Runs tool `name` with JSON `args`; the result is the tool's JSON object.
+    ///
+    /// The tool runs in a task of its own: a caller that goes away (an HTTP client that
+    /// disconnects, a cancelled MCP request) never cuts an operation off halfway, with a
+    /// sandbox half made or a record half written.
     pub async fn call(&self, name: &str, args: Value) -> Result<Value, OpError> {
+        let this = self.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move { this.run_tool(&name, args).await })
+            .await
+            .unwrap_or_else(|e| Err(OpError::internal(format!("the operation failed: {e}"))))
+    }
+
+    async fn run_tool(&self, name: &str, args: Value) -> Result<Value, OpError> {
         match name {
             "create_e2b_sandbox" => to_value(self.create_e2b_sandbox(args::parse(args)?).await?),
             "execute_e2b_process" => to_value(self.execute_e2b_process(args::parse(args)?).await?),

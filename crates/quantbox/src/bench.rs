@@ -165,11 +165,39 @@ impl Engine {
         }
     }
 
+    /// Ends whatever a failed run left: every process in the engine's cgroups, the cgroups
+    /// and (unless kept) the data directory.
+    fn kill_all(&mut self) {
+        if let Some(app) = self.app.take()
+            && let Some(cg) = app.local.cgroups()
+        {
+            for name in cg.children() {
+                if let Some(c) = cg.open(&name) {
+                    let _ = c.kill_all();
+                    let _ = c.remove();
+                }
+            }
+            let _ = cg.remove_parents();
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     /// Waits until the warm pool is full again (it refills in the background).
     async fn pool_full(&self, target: usize) {
         let end = Instant::now() + Duration::from_secs(30);
         while self.app().local.pooled_slots().len() < target && Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // `close` takes the app; it is still here only when a step failed.
+        if self.app.is_some() {
+            self.kill_all();
         }
     }
 }

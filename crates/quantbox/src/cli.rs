@@ -409,6 +409,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // A blocking read of stdin (MCP over stdio ended by a signal) must not hold the
+    // process: what is left of the runtime is abandoned after a short grace.
+    rt.shutdown_timeout(Duration::from_millis(500));
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE

@@ -53,9 +53,12 @@ impl ServerHandler for McpServer {
             .with_server_info(info)
             .with_instructions(
                 "Create an isolated sandbox with create_e2b_sandbox, run processes in it with \
-                 execute_e2b_process, inspect it with get_e2b_sandbox_status, and end it with \
-                 terminate_e2b_sandbox. Errors come back as results with isError and a JSON \
-                 body {\"error\": {\"code\", \"message\"}}.",
+                 execute_e2b_process (as the sandbox user, or as root inside it), inspect it \
+                 with get_e2b_sandbox_status, and end it with terminate_e2b_sandbox. \
+                 deploy_e2b_template and scale_e2b_deployment run groups of sandboxes from one \
+                 template; export_e2b_template turns a sandbox's files into a new template; \
+                 monitor_e2b_health reports the fleet's health. Errors come back as results \
+                 with isError and a JSON body {\"error\": {\"code\", \"message\"}}.",
             )
     }
 

@@ -272,8 +272,7 @@ async fn terminate(
 /// Least time between two progress lines of a stream.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-/// Runs a copying operation in a task of its own, so that a client that goes away does
-/// not cut it off halfway (with its sandbox frozen). Without `progress`, the answer is
+/// Runs a copying operation. Without `progress`, the answer is
 /// its JSON result (status `ok`) or error. With it, an NDJSON stream:
 /// `{"progress": {"bytes", "files"}}` lines (at most one per [`PROGRESS_EVERY`]) and a
 /// last `{"result": ...}` or `{"error": ...}` line. The stream starts with the first
@@ -287,8 +286,8 @@ where
         r.unwrap_or_else(|e| Err(OpError::internal(format!("the operation failed: {e}"))))
     };
     if !progress {
-        let r = joined(tokio::spawn(op(Arc::new(|_, _| {}))).await);
-        return Reply(r, ok).into_response();
+        // `detach` already keeps the request's own task alive.
+        return Reply(op(Arc::new(|_, _| {})).await, ok).into_response();
     }
     let (tx, mut rx) = tokio::sync::watch::channel((0u64, 0u64));
     let mut task = tokio::spawn(op(Arc::new(move |bytes, files| {
@@ -459,12 +458,10 @@ async fn get_deployment(
     Path(id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Reply {
-    let r = query_flags(q, &[("events", QType::Int)])
-        .and_then(|q| {
-            let n = q.get("events").and_then(Value::as_i64);
-            args::int_in("events", n.unwrap_or(DEFAULT_EVENTS), 0, 1000)
-        })
-        .and_then(|n| s.ops.get_deployment(&id, n as usize));
+    let r = query_flags(q, &[("events", QType::Int)]).and_then(|q| {
+        let n = q.get("events").and_then(Value::as_i64);
+        s.ops.get_deployment(&id, n.unwrap_or(DEFAULT_EVENTS))
+    });
     Reply(r, StatusCode::OK)
 }
 
@@ -560,8 +557,18 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/fleet/health", get(fleet_health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(detach))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Runs each request's handler in a task of its own: a client that disconnects (or times
+/// out) does not cancel a pause, a deletion or a scale halfway; the operation completes
+/// and its answer is dropped.
+async fn detach(req: Request, next: Next) -> Response {
+    tokio::spawn(next.run(req))
+        .await
+        .unwrap_or_else(|e| error_response(&OpError::internal(format!("the request failed: {e}"))))
 }
 
 /// Requires the API key (as `Authorization: Bearer KEY` or `X-API-Key: KEY`) when one is

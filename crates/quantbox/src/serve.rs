@@ -27,6 +27,14 @@ pub async fn serve(listen: SocketAddr, cfg: EngineConfig) -> Result<()> {
             "--listen {listen} is reachable beyond this machine: set QUANTBOX_API_KEY so that REST and MCP require it (or listen on 127.0.0.1)"
         );
     }
+    let stop_signal = stop_signal();
+    // Listen first: a taken or unusable address fails before any sandbox is started.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .with_context(|| format!("listening on {listen}"))?;
     let app = App::open(&cfg).await?;
     let shutdown = CancellationToken::new();
     let mut mcp_cfg =
@@ -50,10 +58,6 @@ pub async fn serve(listen: SocketAddr, cfg: EngineConfig) -> Result<()> {
     .layer(middleware::from_fn(move |headers, req, next| {
         rest::require_key(key.clone(), headers, req, next)
     }));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    let addr = listener.local_addr()?;
     println!(
         "quantbox {} serving on http://{addr} (REST /api/v1, MCP /mcp); data in {}",
         env!("CARGO_PKG_VERSION"),
@@ -63,42 +67,63 @@ pub async fn serve(listen: SocketAddr, cfg: EngineConfig) -> Result<()> {
     let _ = std::io::stdout().flush();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        stop_signal.await;
         tracing::info!(
             "stopping; running sandboxes keep running and are adopted at the next start"
         );
         stop.cancel();
     });
-    axum::serve(listener, router)
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    // Whatever ended the serving, the warm pool is drained.
     app.ops.manager().shutdown().await;
-    Ok(())
+    served
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once and returns what completes on the
+/// first of them. Installed before the engine starts: a signal that comes early (while
+/// the warm pool fills, say) then stops the server cleanly instead of killing it with a
+/// sandbox half made.
+fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
 
 /// MCP over stdin/stdout. Nothing but the protocol is written to stdout.
 pub async fn mcp_stdio(cfg: EngineConfig) -> Result<()> {
+    let stop_signal = stop_signal();
     let app = App::open(&cfg).await?;
-    let service = McpServer::new(app.ops.clone())
-        .serve(rmcp::transport::stdio())
-        .await
-        .context("starting MCP over stdio")?;
-    service.waiting().await.context("serving MCP over stdio")?;
+    let session = async {
+        let service = McpServer::new(app.ops.clone())
+            .serve(rmcp::transport::stdio())
+            .await
+            .context("starting MCP over stdio")?;
+        service.waiting().await.context("serving MCP over stdio")?;
+        anyhow::Ok(())
+    };
+    let served = tokio::select! {
+        r = session => r,
+        () = stop_signal => {
+            tracing::info!("stopping; running sandboxes keep running and are adopted at the next start");
+            Ok(())
+        }
+    };
+    // Whatever ended the session (its end, a client gone before initializing, a signal),
+    // the warm pool is drained.
     app.ops.manager().shutdown().await;
-    Ok(())
+    served
 }

@@ -85,7 +85,6 @@ fn quantbox_cmd() -> Command {
         "QUANTBOX_LISTEN",
         "QUANTBOX_DATA_DIR",
         "QUANTBOX_URL",
-        "QUANTBOX_LOG",
         "E2B_API_KEY",
     ] {
         c.env_remove(var);
@@ -1986,6 +1985,16 @@ async fn bad_input_gives_the_same_error_through_rest_mcp_and_cli() {
         format!("[end] quantbox mcp panicked:\n{mcp_err}")
     });
     drop(server);
+    // Every server this test started has stopped: none may have left a sandbox's cgroup
+    // (a parked one of the warm pool, say) behind.
+    if is_root()
+        && let Ok(cgroups) = quantbox_sandbox_local::cgroup::Cgroups::detect(&cgroup_parent())
+    {
+        let left = cgroups.children();
+        f.check(left.is_empty(), || {
+            format!("[end] sandbox cgroups left after every server stopped: {left:?}")
+        });
+    }
 
     println!("done in {:?}", started.elapsed());
     let failures = f.list.into_inner().unwrap();

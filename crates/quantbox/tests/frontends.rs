@@ -225,6 +225,7 @@ async fn rest_routes_and_cli_verbs_drive_the_operations() {
     export_and_templates(&srv).await;
     deployments(&srv).await;
     fleet_health(&srv).await;
+    clients_that_go_away(&srv).await;
 
     // End every sandbox, stop the server, and nothing is left.
     let list = srv.cli_json(&["sandbox", "list"]).await;
@@ -770,4 +771,58 @@ async fn fleet_health(srv: &Server) {
         v["error"]["message"].as_str().unwrap().starts_with("all"),
         "{v}"
     );
+}
+
+/// A client that disconnects does not cut an operation off: a command it started runs to
+/// its end, and creations it gave up on end as whole sandboxes, never half-made ones.
+async fn clients_that_go_away(srv: &Server) {
+    let (status, v) = srv
+        .rest(
+            "POST",
+            "/api/v1/sandboxes",
+            Some(json!({"name": "gone", "memory_mb": 128})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let id = s(&v["sandbox_id"]);
+    let impatient = |ms: u64| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(ms))
+            .build()
+            .unwrap()
+    };
+    let gave_up = impatient(300)
+        .post(format!("{}/api/v1/sandboxes/{id}/exec", srv.url))
+        .json(&json!({"command": "sleep 1; echo finished > /home/user/gone.txt"}))
+        .send()
+        .await;
+    assert!(
+        gave_up.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "the client should have timed out: {gave_up:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, out) = srv
+        .rest(
+            "POST",
+            &format!("/api/v1/sandboxes/{id}/exec"),
+            Some(json!({"command": "cat /home/user/gone.txt"})),
+        )
+        .await;
+    assert_eq!(
+        out["stdout"], "finished\n",
+        "the command should have run to its end: {out}"
+    );
+    // Creations abandoned after a few milliseconds, some mid-start.
+    for ms in 1..=8 {
+        let _ = impatient(ms)
+            .post(format!("{}/api/v1/sandboxes", srv.url))
+            .json(&json!({"name": format!("gone{ms}"), "memory_mb": 128}))
+            .send()
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, list) = srv.rest("GET", "/api/v1/sandboxes", None).await;
+    for sb in list["sandboxes"].as_array().unwrap() {
+        assert_ne!(sb["status"], "creating", "a half-made sandbox: {sb}");
+    }
 }

@@ -27,6 +27,10 @@ use crate::model::{ExecUser, ListFilter, SandboxRecord, SandboxStatus};
 use crate::store::DeploymentStore;
 use crate::time::Timestamp;
 
+/// The sandbox user's home: relative `files` are written there and setup commands run
+/// there, as the user or as root.
+const SETUP_DIR: &str = "/home/user";
+
 /// Samples in a row above (or below) the bounds before the auto-scaler acts.
 pub const SUSTAIN: u32 = 2;
 
@@ -253,7 +257,8 @@ impl Deployments {
                             command,
                             args,
                             env,
-                            cwd: None,
+                            // Where relative `files` land, whoever runs the step.
+                            cwd: Some(SETUP_DIR.into()),
                             user,
                             stdin,
                             timeout,
@@ -298,7 +303,7 @@ impl Deployments {
             let target = if path.starts_with('/') {
                 path.clone()
             } else {
-                format!("/home/user/{path}")
+                format!("{SETUP_DIR}/{path}")
             };
             run(
                 format!("files[{path}]"),

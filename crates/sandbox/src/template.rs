@@ -8,15 +8,23 @@ use serde::{Deserialize, Serialize};
 use crate::time::Timestamp;
 
 /// What a template gives the sandboxes made from it, where the caller says nothing.
+/// Also the local provider's manifest format: every field may be absent.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TemplateDefaults {
+    /// Memory limit, MiB.
     pub memory_mb: Option<u64>,
+    /// CPU limit, cores.
     pub cpu_count: Option<f64>,
+    /// Lifetime, seconds.
     pub timeout_s: Option<u64>,
+    /// Environment of the sandbox's processes.
     pub env_vars: BTreeMap<String, String>,
     /// Run in the background as the sandbox user when a sandbox starts.
     pub start_command: Option<String>,
+    /// Free-form labels.
     pub metadata: BTreeMap<String, String>,
+    /// Free-form category (for listings).
     pub category: Option<String>,
 }
 

@@ -450,7 +450,6 @@ impl LocalProvider {
 }
 
 fn template_info(t: &template::Template) -> quantbox_sandbox::TemplateInfo {
-    let d = &t.defaults;
     quantbox_sandbox::TemplateInfo {
         name: t.name.clone(),
         id: t.layers.first().map(|l| l.id.clone()).unwrap_or_default(),
@@ -465,27 +464,7 @@ fn template_info(t: &template::Template) -> quantbox_sandbox::TemplateInfo {
             .split_once("(template ")
             .map(|(_, p)| p.trim_end_matches(')').to_owned()),
         created_at: Timestamp::from_unix_ms(t.created_at_ms),
-        defaults: quantbox_sandbox::TemplateDefaults {
-            memory_mb: d.memory_mb,
-            cpu_count: d.cpu_count,
-            timeout_s: d.timeout_s,
-            env_vars: d.env_vars.clone(),
-            start_command: d.start_command.clone(),
-            metadata: d.metadata.clone(),
-            category: d.category.clone(),
-        },
-    }
-}
-
-fn defaults_in(d: quantbox_sandbox::TemplateDefaults) -> template::TemplateDefaults {
-    template::TemplateDefaults {
-        memory_mb: d.memory_mb,
-        cpu_count: d.cpu_count,
-        timeout_s: d.timeout_s,
-        env_vars: d.env_vars,
-        start_command: d.start_command,
-        metadata: d.metadata,
-        category: d.category,
+        defaults: t.defaults.clone(),
     }
 }
 
@@ -777,12 +756,11 @@ impl Provider for LocalProvider {
         let inner = self.inner.clone();
         let (name, source) = (name.to_owned(), source.to_owned());
         let t = tokio::task::spawn_blocking(move || {
-            inner.templates.import(
-                &name,
-                &source,
-                defaults_in(defaults),
-                &|s: template::CopyStats| progress(s.bytes, s.files),
-            )
+            inner
+                .templates
+                .import(&name, &source, defaults, &|s: template::CopyStats| {
+                    progress(s.bytes, s.files)
+                })
         })
         .await
         .map_err(|e| ProviderError::Internal(e.to_string()))?
@@ -847,7 +825,7 @@ impl Provider for LocalProvider {
                 &dir.join("upper-root"),
                 &dir.join("upper-usr"),
                 &opts,
-                defaults_in(defaults),
+                defaults,
                 source,
                 &|s: template::CopyStats| progress(s.bytes, s.files),
             )

@@ -124,8 +124,18 @@ async fn discard(inner: &Arc<Inner>, inst: Instance) {
     let inner = inner.clone();
     let slot = inst.slot;
     let cg = inst.cgroup;
-    let _ =
-        tokio::task::spawn_blocking(move || cleanup::remove_slot(&inner, &slot, cg.as_ref())).await;
+    let removed = tokio::task::spawn_blocking(move || {
+        let r = cleanup::remove_slot(&inner, &slot, cg.as_ref());
+        (slot, r)
+    })
+    .await;
+    match removed {
+        Ok((slot, Ok(()))) => tracing::debug!(slot, "parked sandbox removed"),
+        Ok((slot, Err(e))) => {
+            tracing::warn!(slot, error = %e, "could not remove a parked sandbox; the next start sweeps it")
+        }
+        Err(e) => tracing::warn!(error = %e, "removing a parked sandbox failed"),
+    }
 }
 
 /// Starts the refill task (once).

@@ -73,25 +73,9 @@ pub struct Layer {
     pub usr: PathBuf,
 }
 
-/// What a sandbox made from a template gets unless its creator says otherwise.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TemplateDefaults {
-    /// Memory limit, MiB.
-    pub memory_mb: Option<u64>,
-    /// CPU limit, cores.
-    pub cpu_count: Option<f64>,
-    /// Lifetime, seconds.
-    pub timeout_s: Option<u64>,
-    /// Environment of the sandbox's processes.
-    pub env_vars: BTreeMap<String, String>,
-    /// Command run when the sandbox starts.
-    pub start_command: Option<String>,
-    /// Free-form labels.
-    pub metadata: BTreeMap<String, String>,
-    /// Free-form category (for listings).
-    pub category: Option<String>,
-}
+/// What a sandbox made from a template gets unless its creator says otherwise; stored in
+/// the manifest as the domain type is.
+pub use quantbox_sandbox::TemplateDefaults;
 
 /// A named, immutable stack of layers plus defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
