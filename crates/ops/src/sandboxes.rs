@@ -302,12 +302,16 @@ pub struct StatusOutput {
 const MAX_MAP_ENTRIES: usize = 256;
 const MAX_TOTAL_BYTES: usize = 128 * 1024;
 
-fn check_name(name: &str) -> Result<(), OpError> {
-    let ok = (1..=64).contains(&name.len())
+/// 1 to 64 characters of [A-Za-z0-9._-].
+fn is_short_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_name(name: &str) -> Result<(), OpError> {
+    if is_short_name(name) {
         Ok(())
     } else {
         Err(OpError::invalid(
@@ -330,12 +334,7 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// A template name: 1 to 64 of [A-Za-z0-9._-], not starting with `.` or `-`.
 pub(crate) fn check_template_name(field: &str, name: &str) -> Result<(), OpError> {
-    let ok = (1..=64).contains(&name.len())
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if is_short_name(name) && !name.starts_with(['.', '-']) {
         Ok(())
     } else {
         Err(OpError::invalid(
