@@ -42,8 +42,8 @@ fn start(cgroup_parent: &str) -> Rootless {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).unwrap();
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    let mut cmd = Command::new(&bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env_clear()
         .env("QUANTBOX_CGROUP_PARENT", cgroup_parent)
@@ -51,9 +51,19 @@ fn start(cgroup_parent: &str) -> Rootless {
         .uid(NOBODY)
         .gid(NOBODY)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::inherit());
+    // A test running beside this one may fork while the copy's write descriptor is open
+    // (the child keeps it until it execs): exec then fails with ETXTBSY for a moment.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let url = common::serving_url(&mut child);
     Rootless {
         child,
