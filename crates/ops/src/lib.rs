@@ -141,7 +141,8 @@ pub fn tools() -> Vec<ToolDef> {
     ]
 }
 
-fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
+/// A result as JSON.
+pub fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
     serde_json::to_value(v).map_err(|e| OpError::internal(format!("encoding the result: {e}")))
 }
 

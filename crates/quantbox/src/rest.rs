@@ -185,9 +185,7 @@ fn flag(q: &Map<String, Value>, name: &str) -> bool {
 }
 
 fn to_json<T: Serialize>(r: Result<T, OpError>) -> Result<Value, OpError> {
-    r.and_then(|v| {
-        serde_json::to_value(v).map_err(|e| OpError::internal(format!("encoding the result: {e}")))
-    })
+    r.and_then(quantbox_ops::to_value)
 }
 
 #[derive(Clone, Copy)]

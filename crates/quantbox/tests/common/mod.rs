@@ -127,37 +127,19 @@ impl Engine {
         )
     }
 
-    /// Runs a shell line and returns the whole result.
+    /// Runs a shell line as the sandbox user and returns the whole result.
     pub async fn sh(&self, id: &str, cmd: &str) -> Value {
-        self.call(
-            "execute_e2b_process",
-            json!({"sandbox_id": id, "command": cmd, "timeout": 60}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("exec of {cmd:?} failed: {e}"))
+        self.sh_as(id, cmd, "user").await
     }
 
-    /// Runs a shell line that must succeed and returns its stdout.
+    /// Runs a shell line as the sandbox user that must succeed and returns its stdout.
     pub async fn ok(&self, id: &str, cmd: &str) -> String {
-        let r = self.sh(id, cmd).await;
-        assert_eq!(r["exit_code"], 0, "{cmd:?} failed: {r:#}");
-        r["stdout"].as_str().unwrap().to_owned()
+        self.ok_as(id, cmd, "user").await
     }
 
-    /// Runs python code inside and returns (exit code, stdout + stderr).
+    /// Runs python code as the sandbox user; returns (exit code, stdout + stderr).
     pub async fn py(&self, id: &str, code: &str) -> (i64, String) {
-        let r = self
-            .call("execute_e2b_process", json!({"sandbox_id": id, "command": "python3", "args": ["-c", code], "timeout": 60}))
-            .await
-            .unwrap_or_else(|e| panic!("python failed to start: {e}"));
-        (
-            r["exit_code"].as_i64().unwrap_or(-1),
-            format!(
-                "{}{}",
-                r["stdout"].as_str().unwrap(),
-                r["stderr"].as_str().unwrap()
-            ),
-        )
+        self.py_as(id, code, "user").await
     }
 
     pub async fn terminate(&self, id: &str) {

@@ -468,6 +468,32 @@ fn template_info(t: &template::Template) -> quantbox_sandbox::TemplateInfo {
     }
 }
 
+/// The sandbox's cgroup, whose freezer `what` needs.
+fn freezer_of(sb: &Sandbox, what: &str) -> Result<Cgroup, ProviderError> {
+    sb.cgroup.clone().ok_or_else(|| {
+        ProviderError::Unavailable(format!(
+            "{what} needs the cgroup freezer, and this host gives quantbox no cgroups"
+        ))
+    })
+}
+
+/// Freezes (`true`) or thaws a sandbox's cgroup, off the async threads.
+async fn set_frozen(cg: Cgroup, frozen: bool, id: &SandboxId) -> Result<(), ProviderError> {
+    let (verb, r) = if frozen {
+        (
+            "freezing",
+            tokio::task::spawn_blocking(move || cg.freeze()).await,
+        )
+    } else {
+        (
+            "thawing",
+            tokio::task::spawn_blocking(move || cg.thaw()).await,
+        )
+    };
+    r.map_err(|e| ProviderError::Internal(e.to_string()))?
+        .map_err(|e| ProviderError::Internal(format!("{verb} sandbox {id}: {e}")))
+}
+
 /// Template errors as the contract's codes see them.
 fn template_error(e: template::TemplateError) -> ProviderError {
     use template::TemplateError as T;
@@ -789,20 +815,12 @@ impl Provider for LocalProvider {
                 sb.template
             ))
         })?;
-        let Some(cg) = sb.cgroup.clone() else {
-            return Err(ProviderError::Unavailable(
-                "a consistent export needs the cgroup freezer, and this host gives quantbox no cgroups".into(),
-            ));
-        };
+        let cg = freezer_of(&sb, "a consistent export")?;
         // Frozen while its files are copied, so the copy is consistent; a sandbox the
         // user paused stays paused.
         let froze = !sb.paused.load(Ordering::SeqCst);
         if froze {
-            let cg = cg.clone();
-            tokio::task::spawn_blocking(move || cg.freeze())
-                .await
-                .map_err(|e| ProviderError::Internal(e.to_string()))?
-                .map_err(|e| ProviderError::Internal(format!("freezing sandbox {id}: {e}")))?;
+            set_frozen(cg.clone(), true, id).await?;
         }
         let mut exclude = vec![PathBuf::from("tmp")];
         if !include_data {
@@ -832,10 +850,7 @@ impl Provider for LocalProvider {
         })
         .await;
         if froze {
-            tokio::task::spawn_blocking(move || cg.thaw())
-                .await
-                .map_err(|e| ProviderError::Internal(e.to_string()))?
-                .map_err(|e| ProviderError::Internal(format!("thawing sandbox {id}: {e}")))?;
+            set_frozen(cg, false, id).await?;
         }
         let t = copied
             .map_err(|e| ProviderError::Internal(e.to_string()))?
@@ -858,11 +873,7 @@ impl Provider for LocalProvider {
 
     async fn pause(&self, id: &SandboxId) -> Result<(), ProviderError> {
         let sb = self.get(id)?;
-        let Some(cg) = sb.cgroup.clone() else {
-            return Err(ProviderError::Unavailable(
-                "pausing needs the cgroup freezer, and this host gives quantbox no cgroups".into(),
-            ));
-        };
+        let cg = freezer_of(&sb, "pausing")?;
         // While paused the lifetime stops: take init's own backstop deadline out of the
         // way first (the ping makes sure init has applied it before it freezes).
         let far = Timestamp::now().plus_ms(PAUSED_DEADLINE_MS);
@@ -876,25 +887,15 @@ impl Provider for LocalProvider {
             .ping(Duration::from_secs(2))
             .await
             .map_err(|e| ProviderError::Unavailable(format!("init of sandbox {id}: {e}")))?;
-        tokio::task::spawn_blocking(move || cg.freeze())
-            .await
-            .map_err(|e| ProviderError::Internal(e.to_string()))?
-            .map_err(|e| ProviderError::Internal(format!("freezing sandbox {id}: {e}")))?;
+        set_frozen(cg, true, id).await?;
         sb.paused.store(true, Ordering::SeqCst);
         Ok(())
     }
 
     async fn resume(&self, id: &SandboxId) -> Result<(), ProviderError> {
         let sb = self.get(id)?;
-        let Some(cg) = sb.cgroup.clone() else {
-            return Err(ProviderError::Unavailable(
-                "resuming needs the cgroup freezer, and this host gives quantbox no cgroups".into(),
-            ));
-        };
-        tokio::task::spawn_blocking(move || cg.thaw())
-            .await
-            .map_err(|e| ProviderError::Internal(e.to_string()))?
-            .map_err(|e| ProviderError::Internal(format!("thawing sandbox {id}: {e}")))?;
+        let cg = freezer_of(&sb, "resuming")?;
+        set_frozen(cg, false, id).await?;
         sb.paused.store(false, Ordering::SeqCst);
         Ok(())
     }
