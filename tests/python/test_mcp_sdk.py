@@ -58,6 +58,7 @@ EXPECTED_TOOLS = {
     "scale_e2b_deployment",
     "monitor_e2b_health",
     "export_e2b_template",
+    "get_system_metrics",
 }
 
 # tool -> (parameter names of the contract, required, {parameter: default})
@@ -106,6 +107,11 @@ SCHEMA_CONTRACT: dict[str, tuple[set[str], set[str], dict[str, Any]]] = {
         {"sandbox_id", "template_name", "include_data"},
         {"sandbox_id", "template_name"},
         {"include_data": False},
+    ),
+    "get_system_metrics": (
+        {"metrics", "time_range_minutes", "include_history"},
+        set(),
+        {"metrics": ["cpu", "memory", "disk", "network"], "time_range_minutes": 60, "include_history": False},
     ),
 }
 
@@ -207,6 +213,7 @@ class Walk:
         await self.check_execute(sid)
         await self.check_list(sid)
         await self.check_status(sid)
+        await self.check_system_metrics(sid)
         await self.check_bad_input(sid)
         await self.check_terminate(sid)
         await self.check_deployments()
@@ -326,6 +333,48 @@ class Walk:
         check(isinstance(r.get("uptime_s"), (int, float)) and r["uptime_s"] >= 0,
               f"uptime_s should be a non-negative number, got {r.get('uptime_s')!r}")
         self.ok(f"get_e2b_sandbox_status: running, health {h['status']}, recent_logs has stdout '42' ({len(logs)} lines)")
+
+    async def check_system_metrics(self, sid: str) -> None:
+        r = await self.call("get_system_metrics", {
+            "metrics": ["cpu", "memory", "disk", "network", "gpu", "sandboxes"],
+            "time_range_minutes": 5, "include_history": True})
+        parse_rfc3339(r.get("timestamp"), "timestamp")
+        host = r.get("host")
+        check(isinstance(host, dict) and host.get("hostname") and isinstance(host.get("uptime_s"), int),
+              f"host should have hostname and uptime_s, got {host!r}")
+        m = r.get("metrics", {})
+        mem = m.get("memory")
+        meminfo = dict(l.split(":", 1) for l in Path("/proc/meminfo").read_text().splitlines())
+        total_mb = int(meminfo["MemTotal"].split()[0]) / 1024
+        check(isinstance(mem, dict) and abs(mem.get("total_mb", 0) - total_mb) < 0.01,
+              f"memory.total_mb should be MemTotal ({total_mb:.2f} MB), got {mem!r}")
+        cpu = m.get("cpu")
+        check(isinstance(cpu, dict) and cpu.get("cores") == os.cpu_count() and len(cpu.get("load_avg", [])) == 3,
+              f"cpu should have cores = {os.cpu_count()} and three load averages, got {cpu!r}")
+        check(isinstance(m.get("disk"), list) and any(d.get("mount_point") == "/" for d in m["disk"]),
+              f"disk should list /, got {m.get('disk')!r}")
+        check(isinstance(m.get("network"), list) and any(n.get("interface") == "lo" for n in m["network"]),
+              f"network should list lo, got {m.get('network')!r}")
+        gpu = m.get("gpu")
+        check(isinstance(gpu, list) or (isinstance(gpu, dict) and gpu.get("available") is False and gpu.get("reason")),
+              f"gpu should be a device list or {{available: false, reason}}, got {gpu!r}")
+        sb = m.get("sandboxes")
+        check(isinstance(sb, dict) and sb.get("running", 0) >= 1,
+              f"sandboxes.running should count our sandbox, got {sb!r}")
+        hist = r.get("history", {})
+        check(set(hist) == {"cpu", "memory", "disk", "network", "gpu", "sandboxes"},
+              f"history should have one entry per metric, got {sorted(hist)}")
+        mh = hist["memory"]
+        check(mh.get("samples", 0) >= 1 and mh.get("points") and mh.get("min") is not None
+              and mh["min"] <= mh["avg"] <= mh["max"] and mh.get("p95") is not None,
+              f"memory history should have points and min <= avg <= max, p95, got {mh!r}")
+        e = await self.call_err("get_system_metrics", {"metrics": ["cpu", "nope"]})
+        self.check_error(e, "invalid_argument", "metrics[1]", "an unknown metric name")
+        e = await self.call_err("get_system_metrics", {"time_range_minutes": 10081})
+        self.check_error(e, "invalid_argument", "time_range_minutes", "time_range_minutes above 7 days")
+        self.ok(f"get_system_metrics: memory total = MemTotal, {cpu['cores']} cores, gpu "
+                f"{'devices' if isinstance(gpu, list) else 'unavailable with a reason'}, {sb['running']} running, "
+                f"history of {mh['samples']} memory readings; unknown metric and 10081 minutes refused")
 
     async def check_bad_input(self, sid: str) -> None:
         e = await self.call_err("create_e2b_sandbox", {"name": f"pysdk-bad-{os.getpid()}", "timeout": "300"})
@@ -911,7 +960,7 @@ class HttpServer:
                 f"(exit status {code}); stdout: {self.stdout_lines}; stderr:\n{tail(self.log)}"
             )
         line = self.stdout_lines[0]
-        check(re.match(r"^quantbox \S+ serving on http://127\.0\.0\.1:\d+ \(REST /api/v1, MCP /mcp\); data in ", line),
+        check(re.match(r"^quantbox \S+ serving on http://127\.0\.0\.1:\d+ \(REST /api/v1, MCP /mcp, Prometheus /metrics\); data in ", line),
               f"unexpected first stdout line of `quantbox serve`: {line!r}")
         return self.url
 

@@ -7,9 +7,11 @@ pub mod args;
 pub mod deployments;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod sandboxes;
 pub mod templates;
 
+use quantbox_monitor::Monitor;
 use quantbox_sandbox::{Deployments, Manager};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -30,6 +32,8 @@ pub struct Ops {
     manager: Manager,
     deployments: Deployments,
     limits: HostLimits,
+    /// The collector `get_system_metrics` reads; `None` in a process that runs none.
+    monitor: Option<Monitor>,
 }
 
 /// A tool as front ends advertise it.
@@ -138,6 +142,13 @@ pub fn tools() -> Vec<ToolDef> {
             input_schema: schema::<templates::ExportInput>(),
             output_schema: schema::<templates::ExportOutput>(),
         },
+        ToolDef {
+            name: "get_system_metrics",
+            title: "Host and sandbox metrics",
+            description: "The host's CPU (total, per core, load average), memory and swap, disks, network interfaces (rates and totals), NVIDIA GPUs (or why there are none) and the sandboxes' usage, as the background collector last read them (every second by default). With `include_history`, each metric's history over `time_range_minutes` (up to 7 days; the last hour at full resolution, older data as one-minute aggregates) with min, avg, max and p95.",
+            input_schema: schema::<metrics::MetricsInput>(),
+            output_schema: schema::<metrics::MetricsOutput>(),
+        },
     ]
 }
 
@@ -147,12 +158,22 @@ pub fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
 }
 
 impl Ops {
-    pub fn new(manager: Manager, deployments: Deployments, limits: HostLimits) -> Self {
+    pub fn new(
+        manager: Manager,
+        deployments: Deployments,
+        limits: HostLimits,
+        monitor: Option<Monitor>,
+    ) -> Self {
         Self {
             manager,
             deployments,
             limits,
+            monitor,
         }
+    }
+
+    pub fn monitor_handle(&self) -> Option<&Monitor> {
+        self.monitor.as_ref()
     }
 
     pub fn manager(&self) -> &Manager {
@@ -197,6 +218,7 @@ impl Ops {
             }
             "monitor_e2b_health" => to_value(self.monitor_e2b_health(args::parse(args)?).await?),
             "export_e2b_template" => to_value(self.export_e2b_template(args::parse(args)?).await?),
+            "get_system_metrics" => to_value(self.get_system_metrics(args::parse(args)?).await?),
             other if CONTRACT_TOOLS.contains(&other) => Err(OpError::new(
                 ErrorCode::Unavailable,
                 format!(

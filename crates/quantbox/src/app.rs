@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use quantbox_monitor::{MetricStore, Monitor, MonitorConfig};
 use quantbox_ops::{HostLimits, Ops};
 use quantbox_sandbox::{
     DeploymentStore, Deployments, DeploymentsConfig, Manager, ManagerConfig, Provider, SandboxStore,
@@ -28,6 +29,8 @@ pub struct EngineConfig {
     pub warm_pool: usize,
     /// How often deployments' auto-scalers sample their instances.
     pub autoscale_interval: Duration,
+    /// How often the metrics collector reads the host.
+    pub metrics_interval: Duration,
 }
 
 /// The default data directory: /var/lib/quantbox for root, else the XDG data home.
@@ -112,6 +115,16 @@ impl App {
         )
         .await
         .context("starting the sandbox manager")?;
+        let monitor = Monitor::start(
+            MonitorConfig {
+                interval: cfg.metrics_interval,
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..MonitorConfig::default()
+            },
+            Some(manager.clone()),
+            Some(store.clone() as Arc<dyn MetricStore>),
+        )
+        .context("starting the metrics collector")?;
         let deployments = Deployments::start(
             manager.clone(),
             store as Arc<dyn DeploymentStore>,
@@ -122,10 +135,21 @@ impl App {
         )
         .context("starting deployments")?;
         Ok(Self {
-            ops: Ops::new(manager, deployments, limits),
+            ops: Ops::new(manager, deployments, limits, Some(monitor)),
             local,
             data_dir: cfg.data_dir.clone(),
             _lock: lock,
         })
+    }
+}
+
+impl App {
+    /// Ends background work: drains the warm pool and stops the metrics collector,
+    /// which writes the minutes in progress to the store. Running sandboxes keep running.
+    pub async fn stop(&self) {
+        self.ops.manager().shutdown().await;
+        if let Some(m) = self.ops.monitor_handle().cloned() {
+            let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
+        }
     }
 }

@@ -30,48 +30,74 @@ pub struct BenchArgs {
     /// Size of the warm pool (0 measures the cold path: every sandbox started from scratch).
     #[arg(long, default_value_t = 2)]
     warm_pool: usize,
+    /// What to measure: the sandbox engine, the monitoring (metrics, history,
+    /// Prometheus), or both.
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    pub(crate) suite: Suite,
+    /// Seconds the metrics collector's own CPU use is measured over.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) collector_seconds: u64,
 }
 
-struct Stats {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Suite {
+    Engine,
+    Metrics,
+    All,
+}
+
+impl BenchArgs {
+    pub(crate) fn iterations(&self) -> usize {
+        self.iterations.max(1)
+    }
+    pub(crate) fn idle(&self) -> usize {
+        self.idle
+    }
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+}
+
+pub(crate) struct Stats {
     samples: Vec<f64>,
 }
 
 impl Stats {
-    fn new(mut samples: Vec<f64>) -> Self {
+    pub(crate) fn new(mut samples: Vec<f64>) -> Self {
         samples.sort_by(|a, b| a.total_cmp(b));
         Self { samples }
     }
-    fn pct(&self, p: f64) -> f64 {
+    pub(crate) fn pct(&self, p: f64) -> f64 {
         if self.samples.is_empty() {
             return f64::NAN;
         }
         let idx = ((self.samples.len() - 1) as f64 * p).round() as usize;
         self.samples[idx]
     }
-    fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({"n": self.samples.len(), "p50_ms": r3(self.pct(0.5)), "p95_ms": r3(self.pct(0.95)), "mean_ms": r3(self.mean()), "min_ms": r3(self.pct(0.0))})
     }
 }
 
-fn r3(x: f64) -> f64 {
+pub(crate) fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn call(app: &App, tool: &str, args: Value) -> Result<Value> {
+pub(crate) async fn call(app: &App, tool: &str, args: Value) -> Result<Value> {
     app.ops
         .call(tool, args)
         .await
         .map_err(|e| anyhow::anyhow!("{tool}: {}", e.message))
 }
 
-async fn create(app: &App, name: &str) -> Result<String> {
+pub(crate) async fn create(app: &App, name: &str) -> Result<String> {
     let out = call(
         app,
         "create_e2b_sandbox",
@@ -86,7 +112,7 @@ fn run_true(id: &str) -> Value {
     json!({"sandbox_id": id, "command": "true", "args": ["bench"]})
 }
 
-fn meminfo(field: &str) -> u64 {
+pub(crate) fn meminfo(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -99,7 +125,7 @@ fn meminfo(field: &str) -> u64 {
 }
 
 /// Memory the host cannot give to others: MemTotal - MemAvailable, KiB.
-fn host_used_kib() -> u64 {
+pub(crate) fn host_used_kib() -> u64 {
     meminfo("MemTotal:").saturating_sub(meminfo("MemAvailable:"))
 }
 
@@ -116,14 +142,14 @@ fn pss_kib(pid: i32) -> u64 {
 }
 
 /// One engine on a fresh data directory, removed when dropped.
-struct Engine {
+pub(crate) struct Engine {
     app: Option<App>,
     dir: PathBuf,
     keep_dir: bool,
 }
 
 impl Engine {
-    async fn open(a: &BenchArgs, tag: &str, warm_pool: usize) -> Result<Self> {
+    pub(crate) async fn open(a: &BenchArgs, tag: &str, warm_pool: usize) -> Result<Self> {
         let (dir, keep_dir) = match &a.data_dir {
             Some(d) => (d.join(tag), true),
             None => (
@@ -140,6 +166,7 @@ impl Engine {
             cgroup_parent: format!("quantbox-bench-{}-{tag}", std::process::id()),
             warm_pool,
             autoscale_interval: Duration::from_secs(10),
+            metrics_interval: Duration::from_secs(1),
         };
         let app = App::open(&cfg).await.context("starting the engine")?;
         Ok(Self {
@@ -149,13 +176,13 @@ impl Engine {
         })
     }
 
-    fn app(&self) -> &App {
+    pub(crate) fn app(&self) -> &App {
         self.app.as_ref().expect("engine is open")
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if let Some(app) = self.app.take() {
-            app.ops.manager().shutdown().await;
+            app.stop().await;
             if let Some(c) = app.local.cgroups() {
                 let _ = c.remove_parents();
             }
@@ -229,6 +256,29 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark starts sandboxes with all limits, which needs root");
     }
+    let metrics = match a.suite {
+        Suite::Engine => None,
+        Suite::Metrics | Suite::All => Some(crate::bench_metrics::run(&a).await?),
+    };
+    if a.suite == Suite::Metrics {
+        return crate::bench_metrics::print(&a, metrics.as_ref().expect("measured"));
+    }
+    let report = engine(&a).await?;
+    if a.json {
+        let mut report = report.unwrap_or(Value::Null);
+        if let Some(m) = &metrics {
+            report["metrics"] = m.json();
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Some(m) = &metrics {
+        crate::bench_metrics::print(&a, m)?;
+    }
+    Ok(())
+}
+
+/// The sandbox engine's figures; prints them as a table unless `--json`, where it returns
+/// them instead.
+async fn engine(a: &BenchArgs) -> Result<Option<Value>> {
     let n = a.iterations.max(1);
     let progress = |what: &str| {
         if !a.json {
@@ -237,7 +287,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     };
 
     // Cold: no warm pool, every sandbox started from scratch.
-    let cold = Engine::open(&a, "cold", 0).await?;
+    let cold = Engine::open(a, "cold", 0).await?;
     progress("warming up");
     for i in 0..5 {
         let id = create(cold.app(), &format!("warm{i}")).await?;
@@ -337,7 +387,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     let mut warm = None;
     let mut fleet = None;
     if pool > 0 {
-        let w = Engine::open(&a, "warm", pool).await?;
+        let w = Engine::open(a, "warm", pool).await?;
         progress(&format!(
             "warm pool of {pool}: create + run `true`, {n} times"
         ));
@@ -404,8 +454,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         "bwrap_true": bwrap.as_ref().map_or(json!({"available": false, "reason": "bwrap is not installed (Debian package bubblewrap)"}), |s| s.json()),
     });
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return Ok(Some(report));
     }
     let row = |name: &str, s: &Stats, target: &str| {
         println!(
@@ -470,7 +519,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         cg_mem as f64 / a.idle.max(1) as f64 / 1024.0,
         ms(teardown_all)
     );
-    Ok(())
+    Ok(None)
 }
 
 /// Megabytes written into a sandbox before it is exported.

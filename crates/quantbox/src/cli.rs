@@ -1,6 +1,6 @@
 //! Command-line parsing and dispatch. Server commands build the engine in-process;
-//! `sandbox`, `template`, `deployment` and `health` verbs are a thin REST client of a
-//! running server.
+//! `sandbox`, `template`, `deployment`, `health` and `metrics` (in [`crate::cli_metrics`])
+//! verbs are a thin REST client of a running server.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -50,6 +50,20 @@ pub struct EngineArgs {
     /// Seconds between two samples of a deployment's auto-scaler.
     #[arg(long, env = "QUANTBOX_AUTOSCALE_INTERVAL_S", default_value_t = 10.0)]
     pub autoscale_interval_s: f64,
+    /// Seconds between two readings of the host by the metrics collector (0.25 to 3600).
+    #[arg(long, env = "QUANTBOX_METRICS_INTERVAL_S", default_value_t = 1.0, value_parser = parse_metrics_interval)]
+    pub metrics_interval_s: f64,
+}
+
+fn parse_metrics_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("must be a number of seconds, got {s:?}"))?;
+    if (0.25..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between 0.25 and 3600 seconds, got {v}"))
+    }
 }
 
 impl EngineArgs {
@@ -63,6 +77,7 @@ impl EngineArgs {
             cgroup_parent: self.cgroup_parent.clone(),
             warm_pool: self.warm_pool,
             autoscale_interval: Duration::from_secs_f64(self.autoscale_interval_s.max(0.05)),
+            metrics_interval: Duration::from_secs_f64(self.metrics_interval_s),
         }
     }
 }
@@ -130,6 +145,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The host's and the sandboxes' current figures; --watch refreshes them in place.
+    ///
+    /// CPU, memory, disks, network interfaces, GPUs and each sandbox's usage, as the
+    /// server's collector last read them; --history adds min/avg/max/p95 over a range.
+    Metrics(crate::cli_metrics::MetricsArgs),
     /// Measure sandbox start-up, exec, terminate, pause/resume, export and scaling latency, and idle memory.
     Bench(crate::bench::BenchArgs),
 }
@@ -407,6 +427,10 @@ pub fn main() -> ExitCode {
                 init_logging("warn");
                 Ok(health(all, &client).await)
             }
+            Command::Metrics(args) => {
+                init_logging("warn");
+                Ok(crate::cli_metrics::run(args).await)
+            }
         }
     });
     // A blocking read of stdin (MCP over stdio ended by a signal) must not hold the
@@ -419,20 +443,20 @@ pub fn main() -> ExitCode {
 }
 
 /// A REST client of the server.
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
 }
 
 /// A failed call: the server's error JSON, or why the server could not be reached.
-enum CallError {
+pub(crate) enum CallError {
     Api { code: String, message: String },
     Transport(String),
 }
 
 impl Client {
-    fn new(a: &ClientArgs) -> Self {
+    pub(crate) fn new(a: &ClientArgs) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: a.url.trim_end_matches('/').to_owned(),
@@ -478,7 +502,7 @@ impl Client {
     }
 
     /// A REST call with a JSON answer.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -627,7 +651,7 @@ fn human_mb(bytes: u64) -> String {
 }
 
 /// A path segment, percent-encoded.
-fn seg(s: &str) -> String {
+pub(crate) fn seg(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -640,7 +664,7 @@ fn seg(s: &str) -> String {
 }
 
 /// Prints an error as `error: <code>: <message>` and returns exit status 1.
-fn fail(e: CallError) -> ExitCode {
+pub(crate) fn fail(e: CallError) -> ExitCode {
     match e {
         CallError::Api { code, message } => eprintln!("error: {code}: {message}"),
         CallError::Transport(m) => eprintln!("error: {m}"),

@@ -1,10 +1,13 @@
 //! The quantbox application: wiring of the engine ([`app`]), the front ends ([`rest`],
-//! [`mcp`], the CLI in [`cli`]), `serve`/`mcp` ([`serve`]) and `quantbox bench`
-//! ([`bench`]). `main.rs` only dispatches to [`cli::main`] (or to a sandbox's init).
+//! [`mcp`], the CLI in [`cli`] with its `metrics` view in [`cli_metrics`]),
+//! `serve`/`mcp` ([`serve`]) and `quantbox bench` ([`bench`]). `main.rs` only
+//! dispatches to [`cli::main`] (or to a sandbox's init).
 
 pub mod app;
 pub mod bench;
+pub mod bench_metrics;
 pub mod cli;
+pub mod cli_metrics;
 pub mod mcp;
 pub mod rest;
 pub mod serve;

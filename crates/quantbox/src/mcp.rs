@@ -18,6 +18,8 @@ use serde_json::Value;
 pub struct McpServer {
     ops: Ops,
     tools: Arc<Vec<Tool>>,
+    /// `stdio` or `http`, for the latency histogram.
+    transport: &'static str,
 }
 
 fn object(v: Value) -> Arc<serde_json::Map<String, Value>> {
@@ -28,7 +30,7 @@ fn object(v: Value) -> Arc<serde_json::Map<String, Value>> {
 }
 
 impl McpServer {
-    pub fn new(ops: Ops) -> Self {
+    pub fn new(ops: Ops, transport: &'static str) -> Self {
         let tools = quantbox_ops::tools()
             .into_iter()
             .map(|t| {
@@ -41,6 +43,7 @@ impl McpServer {
         Self {
             ops,
             tools: Arc::new(tools),
+            transport,
         }
     }
 }
@@ -75,11 +78,27 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let started = std::time::Instant::now();
         let args = request.arguments.map_or(Value::Null, Value::Object);
-        let result = match self.ops.call(&request.name, args).await {
-            Ok(v) => CallToolResult::structured(v),
-            Err(e) => CallToolResult::structured_error(e.to_json()),
+        let (result, outcome) = match self.ops.call(&request.name, args).await {
+            Ok(v) => (CallToolResult::structured(v), "ok"),
+            Err(e) => (
+                CallToolResult::structured_error(e.to_json()),
+                e.code.as_str(),
+            ),
         };
+        if let Some(m) = self.ops.monitor_handle() {
+            // Unknown tool names are one series, not one each.
+            let tool = if quantbox_ops::CONTRACT_TOOLS.contains(&request.name.as_ref()) {
+                request.name.as_ref()
+            } else {
+                "unknown"
+            };
+            m.tool_latency().observe(
+                &[tool, self.transport, outcome],
+                started.elapsed().as_secs_f64(),
+            );
+        }
         Ok(result.into())
     }
 }

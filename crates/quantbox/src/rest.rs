@@ -129,6 +129,13 @@ fn query_args(q: BTreeMap<String, String>, allowed: &[(&str, QType)]) -> Result<
         let val =
             match ty {
                 QType::Str => Value::String(v),
+                // `?metrics=` is an empty list, not a list of one empty name.
+                QType::List if v.trim().is_empty() => Value::Array(Vec::new()),
+                QType::List => Value::Array(
+                    v.split(',')
+                        .map(|x| Value::String(x.trim().to_owned()))
+                        .collect(),
+                ),
                 QType::Int => Value::from(v.parse::<i64>().map_err(|_| {
                     OpError::invalid(name, format!("must be an integer, got {v:?}"))
                 })?),
@@ -193,6 +200,8 @@ enum QType {
     Str,
     Int,
     Bool,
+    /// Comma-separated strings, as an array.
+    List,
 }
 
 async fn call_tool(
@@ -497,6 +506,77 @@ async fn fleet_health(
     Reply(r, StatusCode::OK)
 }
 
+/// `get_system_metrics` with its arguments as query parameters
+/// (`?metrics=cpu,memory&time_range_minutes=60&include_history=true`).
+async fn system_metrics(
+    State(s): State<RestState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Reply {
+    let allowed = [
+        ("metrics", QType::List),
+        ("time_range_minutes", QType::Int),
+        ("include_history", QType::Bool),
+    ];
+    let r = match query_flags(q, &allowed) {
+        Ok(args) => s.ops.call("get_system_metrics", Value::Object(args)).await,
+        Err(e) => Err(e),
+    };
+    Reply(r, StatusCode::OK)
+}
+
+/// Prometheus text exposition.
+async fn prometheus(State(s): State<RestState>) -> Response {
+    match s.ops.monitor_handle() {
+        Some(m) => {
+            let m = m.clone();
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                m.render_prometheus(),
+            )
+                .into_response()
+        }
+        None => error_response(&OpError::new(
+            ErrorCode::Unavailable,
+            "the metrics collector is not running in this process",
+        )),
+    }
+}
+
+/// `router` with every request timed into the monitor's latency histogram (when this
+/// process runs a monitor).
+pub fn timed(router: Router, ops: &Ops) -> Router {
+    match ops.monitor_handle().cloned() {
+        Some(m) => router.layer(axum::middleware::from_fn(move |req, next| {
+            track_latency(m.clone(), req, next)
+        })),
+        None => router,
+    }
+}
+
+/// Times every request into `quantbox_http_request_duration_seconds`, labelled by the
+/// matched route (never the raw path: ids would make a series each).
+pub async fn track_latency(
+    monitor: quantbox_monitor::Monitor,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    monitor.http_latency().observe(
+        &[&method, &route, resp.status().as_str()],
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
 async fn tools() -> Json<Value> {
     Json(json!({ "tools": quantbox_ops::tools() }))
 }
@@ -553,6 +633,8 @@ pub fn router(state: RestState) -> Router {
         )
         .route("/api/v1/deployments/{id}/scale", post(scale))
         .route("/api/v1/fleet/health", get(fleet_health))
+        .route("/api/v1/metrics", get(system_metrics))
+        .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(detach))

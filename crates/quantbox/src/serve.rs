@@ -46,7 +46,7 @@ pub async fn serve(listen: SocketAddr, cfg: EngineConfig) -> Result<()> {
     }
     let ops = app.ops.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(McpServer::new(ops.clone())),
+        move || Ok(McpServer::new(ops.clone(), "http")),
         Arc::new(LocalSessionManager::default()),
         mcp_cfg,
     );
@@ -54,12 +54,13 @@ pub async fn serve(listen: SocketAddr, cfg: EngineConfig) -> Result<()> {
     let router = rest::router(RestState {
         ops: app.ops.clone(),
     })
-    .nest_service("/mcp", mcp)
-    .layer(middleware::from_fn(move |headers, req, next| {
-        rest::require_key(key.clone(), headers, req, next)
-    }));
+    .nest_service("/mcp", mcp);
+    let router =
+        rest::timed(router, &app.ops).layer(middleware::from_fn(move |headers, req, next| {
+            rest::require_key(key.clone(), headers, req, next)
+        }));
     println!(
-        "quantbox {} serving on http://{addr} (REST /api/v1, MCP /mcp); data in {}",
+        "quantbox {} serving on http://{addr} (REST /api/v1, MCP /mcp, Prometheus /metrics); data in {}",
         env!("CARGO_PKG_VERSION"),
         app.data_dir.display()
     );
@@ -78,7 +79,7 @@ pub async fn serve(listen: SocketAddr, cfg: EngineConfig) -> Result<()> {
         .await
         .context("serving HTTP");
     // Whatever ended the serving, the warm pool is drained.
-    app.ops.manager().shutdown().await;
+    app.stop().await;
     served
 }
 
@@ -108,7 +109,7 @@ pub async fn mcp_stdio(cfg: EngineConfig) -> Result<()> {
     let stop_signal = stop_signal();
     let app = App::open(&cfg).await?;
     let session = async {
-        let service = McpServer::new(app.ops.clone())
+        let service = McpServer::new(app.ops.clone(), "stdio")
             .serve(rmcp::transport::stdio())
             .await
             .context("starting MCP over stdio")?;
@@ -124,6 +125,6 @@ pub async fn mcp_stdio(cfg: EngineConfig) -> Result<()> {
     };
     // Whatever ended the session (its end, a client gone before initializing, a signal),
     // the warm pool is drained.
-    app.ops.manager().shutdown().await;
+    app.stop().await;
     served
 }

@@ -5,10 +5,10 @@
 //! CLI (`quantbox sandbox ...`: non-zero exit, `error: <code>: <message>` on stderr, or
 //! clap's message naming the flag for values it rejects before sending).
 //!
-//! The deployment, fleet-health and export tools (`deploy_e2b_template`,
-//! `scale_e2b_deployment`, `monitor_e2b_health`, `export_e2b_template`) are covered
-//! through REST and MCP; their CLI verbs are not written yet, so their CLI form is skipped
-//! with that reason.
+//! The deployment, fleet-health, export and metrics tools (`deploy_e2b_template`,
+//! `scale_e2b_deployment`, `monitor_e2b_health`, `export_e2b_template`,
+//! `get_system_metrics`) are covered through REST and MCP, and through their CLI verbs
+//! where the verbs' flags can express the input.
 //!
 //! Also: REST-only input (malformed bodies, query strings, unknown routes), the API key
 //! (REST and MCP over HTTP), the refusal to listen beyond loopback without a key, and
@@ -476,11 +476,13 @@ async fn run_cli(args: &[String]) -> Result<CliOut> {
     })
 }
 
-/// `quantbox sandbox --url URL <args>`, or `quantbox deployment|health|template --url URL
+/// `quantbox sandbox --url URL <args>`, or `quantbox deployment|health|template|metrics --url URL
 /// <rest>` when `args` starts with one of those commands.
 fn sandbox_args(url: &str, args: &[String]) -> Vec<String> {
     let (command, rest) = match args.split_first() {
-        Some((first, rest)) if ["deployment", "health", "template"].contains(&first.as_str()) => {
+        Some((first, rest))
+            if ["deployment", "health", "template", "metrics"].contains(&first.as_str()) =>
+        {
             (first.clone(), rest)
         }
         _ => ("sandbox".to_owned(), args),
@@ -610,6 +612,7 @@ fn cases() -> Vec<Case> {
     let sc = "scale_e2b_deployment";
     let h = "monitor_e2b_health";
     let x = "export_e2b_template";
+    let m = "get_system_metrics";
     let dep = UNKNOWN_DEPLOYMENT;
     // What the flags of `deployment create|scale`, `health` and `sandbox export` cannot say.
     const NEW_CLI: &str = "a JSON type the CLI's flags cannot express";
@@ -800,6 +803,21 @@ fn cases() -> Vec<Case> {
         case(x, "sandbox_id of the wrong form", json!({"sandbox_id": "nope", "template_name": "t1"}), IA, "sandbox_id")
             .cli(&["export", "nope", "t1"]),
         case(x, "unknown sandbox", json!({"sandbox_id": id, "template_name": "t1"}), NF, UNKNOWN_ID).cli(&["export", id, "t1"]),
+        // get_system_metrics
+        case(m, "unknown metric name", json!({"metrics": ["cpu", "bogus"]}), IA, "metrics[1]: unknown metric `bogus`")
+            .cli(&["metrics", "--metrics", "cpu,bogus"]),
+        case(m, "no metrics", json!({"metrics": []}), IA, "metrics: must name at least one").no_cli(NEW_CLI),
+        case(m, "metrics is a string", json!({"metrics": "cpu"}), IA, "metrics").no_cli(NEW_CLI),
+        case(m, "metrics [1]", json!({"metrics": [1]}), IA, "metrics[0]").no_cli(NEW_CLI),
+        case(m, "time_range_minutes 0", json!({"time_range_minutes": 0}), IA, "time_range_minutes: must be between 1 and 10080")
+            .clap(&["metrics", "--history", "0"], "--history"),
+        case(m, "time_range_minutes 10081", json!({"time_range_minutes": 10_081}), IA, "time_range_minutes: must be between 1 and 10080")
+            .clap(&["metrics", "--history", "10081"], "--history"),
+        case(m, "time_range_minutes \"60\"", json!({"time_range_minutes": "60"}), IA, "time_range_minutes").no_cli(NEW_CLI),
+        case(m, "time_range_minutes 1.5", json!({"time_range_minutes": 1.5}), IA, "time_range_minutes")
+            .clap(&["metrics", "--history", "1.5"], "--history"),
+        case(m, "include_history \"true\"", json!({"include_history": "true"}), IA, "include_history").no_cli(NEW_CLI),
+        case(m, "unknown field", json!({"metric": ["cpu"]}), IA, "metric").no_cli(NEW_CLI),
         // More of the four tools above. Their CLI verbs (`deployment create|scale`, `health`,
         // `sandbox export`) are tested in tests/frontends.rs.
         case(d, "configuration [1] (an array)", deploy(json!([1])), IA, "configuration").no_cli(CLI_ELSEWHERE),

@@ -24,8 +24,8 @@ pub use deployments::{
 pub use health::{Health, HealthStatus};
 pub use id::{ExecutionId, SandboxId};
 pub use manager::{
-    CreateParams, ExecParams, FleetHealth, Manager, ManagerConfig, ManagerError, SandboxHealth,
-    StatusReport, TerminateOutcome, UsageReport,
+    CreateParams, ExecParams, FleetHealth, LifecycleCounts, Manager, ManagerConfig, ManagerError,
+    SandboxHealth, SandboxSample, StatusReport, TerminateOutcome, UsageReport, UsageSample,
 };
 pub use model::*;
 pub use provider::{

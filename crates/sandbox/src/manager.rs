@@ -10,7 +10,7 @@
 //!   backstop for when the manager is gone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -147,6 +147,8 @@ pub struct StatusReport {
 #[derive(Default)]
 struct Samples {
     cpu: Option<(Instant, u64)>,
+    /// The sampler's last full reading, for the monitor (never read live per scrape).
+    latest: Option<UsageSample>,
     oom_count: u64,
     oom_last_increase: Option<Instant>,
     pids_hits: u64,
@@ -185,6 +187,61 @@ struct Inner {
     providers: BTreeMap<String, Arc<dyn Provider>>,
     store: Arc<dyn SandboxStore>,
     entries: Mutex<HashMap<SandboxId, Arc<Entry>>>,
+    counts: Counts,
+}
+
+/// Lifecycle counters since this process started (Prometheus counters reset with the
+/// process; its `rate()` handles that).
+#[derive(Default)]
+struct Counts {
+    created: AtomicU64,
+    /// Indexed by [`stop_index`].
+    stopped: [AtomicU64; 5],
+    executions: AtomicU64,
+    oom_kills: AtomicU64,
+}
+
+fn stop_index(r: StopReason) -> usize {
+    match r {
+        StopReason::Terminated => 0,
+        StopReason::Expired => 1,
+        StopReason::Crashed => 2,
+        StopReason::Lost => 3,
+        StopReason::StartFailed => 4,
+    }
+}
+
+/// What the manager counted since this process started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleCounts {
+    pub created: u64,
+    pub terminated: u64,
+    pub expired: u64,
+    pub crashed: u64,
+    pub lost: u64,
+    pub start_failed: u64,
+    /// Processes run in sandboxes (finished or not).
+    pub executions: u64,
+    /// Processes killed by a sandbox's memory limit, as seen by the sampler and by
+    /// executions that ended that way.
+    pub oom_kills: u64,
+}
+
+/// The sampler's last reading of one active sandbox.
+#[derive(Clone, Debug)]
+pub struct UsageSample {
+    pub sampled_at: Timestamp,
+    /// Percent of one core over the last sampling interval (0 while paused).
+    pub cpu_percent: f64,
+    pub usage: crate::model::ResourceUsage,
+}
+
+/// One active sandbox as the monitor sees it: its record and the last sample.
+#[derive(Clone, Debug)]
+pub struct SandboxSample {
+    pub record: SandboxRecord,
+    /// `None` until the sampler has read it once (or when reading failed).
+    pub sample: Option<UsageSample>,
 }
 
 /// Cheap to clone; all clones share one state.
@@ -221,6 +278,7 @@ impl Manager {
                 providers,
                 store,
                 entries: Mutex::new(HashMap::new()),
+                counts: Counts::default(),
             }),
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -260,6 +318,46 @@ impl Manager {
     /// Number of sandboxes not stopped.
     pub fn active_count(&self) -> usize {
         lock(&self.inner.entries).len()
+    }
+
+    /// Lifecycle counters since this process started.
+    pub fn counts(&self) -> LifecycleCounts {
+        let c = &self.inner.counts;
+        let stopped = |r| c.stopped[stop_index(r)].load(Ordering::Relaxed);
+        LifecycleCounts {
+            created: c.created.load(Ordering::Relaxed),
+            terminated: stopped(StopReason::Terminated),
+            expired: stopped(StopReason::Expired),
+            crashed: stopped(StopReason::Crashed),
+            lost: stopped(StopReason::Lost),
+            start_failed: stopped(StopReason::StartFailed),
+            executions: c.executions.load(Ordering::Relaxed),
+            oom_kills: c.oom_kills.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every active sandbox with the sampler's last reading of it. Reads no cgroup:
+    /// cheap enough for every scrape of `/metrics`.
+    pub fn samples(&self) -> Vec<SandboxSample> {
+        let entries: Vec<Arc<Entry>> = lock(&self.inner.entries).values().cloned().collect();
+        entries
+            .iter()
+            .map(|e| SandboxSample {
+                record: e.record(),
+                sample: lock(&e.samples).latest.clone(),
+            })
+            .collect()
+    }
+
+    /// Notes a sandbox's OOM-kill and refused-fork totals; new OOM kills are counted.
+    fn note_counters(&self, s: &mut Samples, oom: u64, pids_hits: u64, now: Instant) {
+        if oom > s.oom_count {
+            self.inner
+                .counts
+                .oom_kills
+                .fetch_add(oom - s.oom_count, Ordering::Relaxed);
+        }
+        note_counters(s, oom, pids_hits, now);
     }
 
     pub async fn create(&self, p: CreateParams) -> Result<SandboxRecord, ManagerError> {
@@ -340,6 +438,7 @@ impl Manager {
                 record.runtime = runtime;
                 record.status = SandboxStatus::Running;
                 self.inner.store.put_sandbox(&record)?;
+                self.inner.counts.created.fetch_add(1, Ordering::Relaxed);
                 let entry = self.insert_entry(provider, record.clone());
                 self.event(
                     &entry,
@@ -359,6 +458,8 @@ impl Manager {
                 record.stop_reason = Some(StopReason::StartFailed);
                 record.stopped_at = Some(Timestamp::now());
                 self.inner.store.put_sandbox(&record)?;
+                self.inner.counts.stopped[stop_index(StopReason::StartFailed)]
+                    .fetch_add(1, Ordering::Relaxed);
                 self.store_event(&record.id, format!("failed to start: {e}"));
                 Err(e.into())
             }
@@ -491,6 +592,7 @@ impl Manager {
             finished_at: None,
         };
         self.inner.store.put_execution(&rec)?;
+        self.inner.counts.executions.fetch_add(1, Ordering::Relaxed);
 
         let splitter = Arc::new(Mutex::new(LineSplitter::default()));
         let sink: OutputSink = {
@@ -555,6 +657,11 @@ impl Manager {
             }
         };
         if outcome.oom_killed {
+            // Counted now: the sandbox may be gone before the sampler's next look.
+            if let Ok(c) = entry.provider.counters(id).await {
+                let mut s = lock(&entry.samples);
+                self.note_counters(&mut s, c.oom_kills, c.pids_limit_hits, Instant::now());
+            }
             self.event(
                 &entry,
                 format!(
@@ -836,6 +943,7 @@ impl Manager {
             r.stopped_at = Some(Timestamp::now());
             r.clone()
         };
+        self.inner.counts.stopped[stop_index(reason)].fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.inner.store.put_sandbox(&record) {
             tracing::error!(sandbox = %record.id, error = %e, "could not record a stopped sandbox");
         }
@@ -911,7 +1019,7 @@ impl Manager {
         let record = entry.record();
         let id = &record.id;
         let paused = record.status == SandboxStatus::Paused;
-        let usage = entry.provider.usage(id).await;
+        let usage = entry.provider.usage(id, true).await;
         let ping = if paused {
             None
         } else {
@@ -929,7 +1037,7 @@ impl Manager {
         let facts = match &usage {
             Ok(u) => {
                 let mut s = lock(&entry.samples);
-                note_counters(&mut s, u.oom_kills, u.pids_limit_hits, now);
+                self.note_counters(&mut s, u.oom_kills, u.pids_limit_hits, now);
                 Some(Ok(health::UsageFacts {
                     memory_bytes: u.memory_bytes,
                     memory_limit_bytes: u.memory_limit_bytes,
@@ -1174,7 +1282,11 @@ async fn watch_exits(
     }
 }
 
-/// Samples counters of running sandboxes and flushes their pending output lines.
+/// The sampler measures writable layers every this many ticks.
+const DISK_EVERY: u64 = 10;
+
+/// Reads the usage of active sandboxes (CPU, memory, pids, disk, OOM kills) and flushes
+/// their pending output lines. The readings feed health, the auto-scaler and the monitor.
 async fn sampler(inner: Weak<Inner>) {
     let interval = match inner.upgrade() {
         Some(i) => i.config.sample_interval,
@@ -1182,23 +1294,52 @@ async fn sampler(inner: Weak<Inner>) {
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
         let Some(inner) = inner.upgrade() else { return };
         let mgr = Manager { inner };
         let entries: Vec<Arc<Entry>> = lock(&mgr.inner.entries).values().cloned().collect();
         for entry in entries {
-            let (id, status) = {
+            // The writable layer's size takes a walk of its files: every tenth tick, and
+            // at a sandbox's first reading.
+            let last_disk = lock(&entry.samples)
+                .latest
+                .as_ref()
+                .map(|l| l.usage.disk_bytes);
+            let disk = last_disk.is_none() || ticks.is_multiple_of(DISK_EVERY);
+            let (id, status, created_at) = {
                 let r = lock(&entry.record);
-                (r.id.clone(), r.status)
+                (r.id.clone(), r.status, r.created_at)
             };
-            if status == SandboxStatus::Running
-                && let Ok(c) = entry.provider.counters(&id).await
+            if matches!(status, SandboxStatus::Running | SandboxStatus::Paused)
+                && let Ok(mut u) = entry.provider.usage(&id, disk).await
             {
+                if !disk {
+                    u.disk_bytes = last_disk.unwrap_or(0);
+                }
                 let now = Instant::now();
                 let mut s = lock(&entry.samples);
-                s.cpu = Some((now, c.cpu_usage_ns));
-                note_counters(&mut s, c.oom_kills, c.pids_limit_hits, now);
+                let cpu_percent = match s.cpu {
+                    _ if status == SandboxStatus::Paused => 0.0,
+                    Some((at, ns)) if now > at => {
+                        pct(u.cpu_usage_ns.saturating_sub(ns), now.duration_since(at))
+                    }
+                    Some(_) => s.latest.as_ref().map_or(0.0, |l| l.cpu_percent),
+                    // First reading: its average since it was created.
+                    None => {
+                        let age = Timestamp::now().ms_since(created_at).max(1);
+                        pct(u.cpu_usage_ns, Duration::from_millis(age as u64))
+                    }
+                };
+                s.cpu = Some((now, u.cpu_usage_ns));
+                mgr.note_counters(&mut s, u.oom_kills, u.pids_limit_hits, now);
+                s.latest = Some(UsageSample {
+                    sampled_at: Timestamp::now(),
+                    cpu_percent,
+                    usage: u,
+                });
             }
             mgr.flush_logs(&entry);
         }

@@ -138,7 +138,10 @@ pub trait Provider: Send + Sync + 'static {
     /// done. Ending a sandbox the provider no longer knows is not an error.
     async fn terminate(&self, id: &SandboxId, how: Termination) -> Result<(), ProviderError>;
 
-    async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage, ProviderError>;
+    /// Measured use of the sandbox's resources. `disk`: also measure its writable layer
+    /// (a walk of its files: the sampler asks for it only now and then); without it,
+    /// `disk_bytes` is 0.
+    async fn usage(&self, id: &SandboxId, disk: bool) -> Result<ResourceUsage, ProviderError>;
 
     /// The cheap subset of [`Provider::usage`], read every sampling interval.
     async fn counters(&self, id: &SandboxId) -> Result<Counters, ProviderError>;

@@ -10,6 +10,7 @@
 //! and decoding that turns a damaged row into an error naming its table, id and column
 //! instead of a panic.
 
+mod metrics;
 mod migrations;
 mod rows;
 

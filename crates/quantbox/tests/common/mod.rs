@@ -42,6 +42,7 @@ pub fn config(dir: &Path, parent: &str) -> EngineConfig {
         cgroup_parent: parent.to_owned(),
         warm_pool: 2,
         autoscale_interval: Duration::from_millis(500),
+        metrics_interval: Duration::from_secs(1),
     }
 }
 

@@ -694,15 +694,19 @@ impl Provider for LocalProvider {
         }
     }
 
-    async fn usage(&self, id: &SandboxId) -> Result<ResourceUsage, ProviderError> {
+    async fn usage(&self, id: &SandboxId, disk: bool) -> Result<ResourceUsage, ProviderError> {
         let sb = self.get(id)?;
         let dir = sb.dir.clone();
         let cgroup = sb.cgroup.clone();
         let resources = sb.resources.clone();
         tokio::task::spawn_blocking(move || {
             let mut u = ResourceUsage {
-                disk_bytes: cleanup::disk_usage(&dir.join("upper-root"))
-                    + cleanup::disk_usage(&dir.join("upper-usr")),
+                disk_bytes: if disk {
+                    cleanup::disk_usage(&dir.join("upper-root"))
+                        + cleanup::disk_usage(&dir.join("upper-usr"))
+                } else {
+                    0
+                },
                 memory_limit_bytes: resources.memory_mb * 1024 * 1024,
                 pids_max: resources.pids_max,
                 ..ResourceUsage::default()
