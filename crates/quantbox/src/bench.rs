@@ -97,6 +97,25 @@ pub(crate) async fn call(app: &App, tool: &str, args: Value) -> Result<Value> {
         .map_err(|e| anyhow::anyhow!("{tool}: {}", e.message))
 }
 
+/// Force-terminates `ids` concurrently; fails on the first error.
+pub(crate) async fn terminate_all(ops: &quantbox_ops::Ops, ids: Vec<String>) -> Result<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for id in ids {
+        let ops = ops.clone();
+        set.spawn(async move {
+            ops.call(
+                "terminate_e2b_sandbox",
+                json!({"sandbox_id": id, "force": true}),
+            )
+            .await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r?.map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn create(app: &App, name: &str) -> Result<String> {
     let out = call(
         app,
@@ -363,20 +382,7 @@ async fn engine(a: &BenchArgs) -> Result<Option<Value>> {
         cg_mem += (st["resource_usage"]["memory_mb"].as_f64().unwrap_or(0.0) * 1024.0) as u64;
     }
     let t = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for id in idle_ids.clone() {
-        let ops = cold.app().ops.clone();
-        set.spawn(async move {
-            ops.call(
-                "terminate_e2b_sandbox",
-                json!({"sandbox_id": id, "force": true}),
-            )
-            .await
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r?.map_err(|e| anyhow::anyhow!(e.message))?;
-    }
+    terminate_all(&cold.app().ops, idle_ids.clone()).await?;
     let teardown_all = t.elapsed();
     let per_kib = (after.saturating_sub(before)) as f64 / a.idle.max(1) as f64;
     cold.close().await;

@@ -208,28 +208,8 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<MetricsBench> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (p3, sandboxes_window) = (process_cpu(), t2.elapsed());
 
-    let mut set = tokio::task::JoinSet::new();
-    for id in ids {
-        let ops = ops.clone();
-        set.spawn(async move {
-            ops.call(
-                "terminate_e2b_sandbox",
-                json!({"sandbox_id": id, "force": true}),
-            )
-            .await
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r?.map_err(|e| anyhow::anyhow!(e.message))?;
-    }
+    crate::bench::terminate_all(&ops, ids).await?;
     server.abort();
-    // Keep `call` in use for a last sanity check that the engine still answers.
-    call(
-        e.app(),
-        "list_e2b_sandboxes",
-        json!({"status_filter": "running"}),
-    )
-    .await?;
     e.close().await;
     Ok(MetricsBench {
         collector_window: wall,

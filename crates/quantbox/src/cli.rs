@@ -51,11 +51,12 @@ pub struct EngineArgs {
     #[arg(long, env = "QUANTBOX_AUTOSCALE_INTERVAL_S", default_value_t = 10.0)]
     pub autoscale_interval_s: f64,
     /// Seconds between two readings of the host by the metrics collector (0.25 to 3600).
-    #[arg(long, env = "QUANTBOX_METRICS_INTERVAL_S", default_value_t = 1.0, value_parser = parse_metrics_interval)]
+    #[arg(long, env = "QUANTBOX_METRICS_INTERVAL_S", default_value_t = 1.0, value_parser = parse_interval_s)]
     pub metrics_interval_s: f64,
 }
 
-fn parse_metrics_interval(s: &str) -> Result<f64, String> {
+/// Seconds between 0.25 and 3600 (collector and refresh intervals).
+pub(crate) fn parse_interval_s(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("must be a number of seconds, got {s:?}"))?;

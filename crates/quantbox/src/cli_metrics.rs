@@ -32,7 +32,7 @@ pub struct MetricsArgs {
         long,
         value_name = "SECONDS",
         default_value_t = 2.0,
-        value_parser = parse_interval,
+        value_parser = crate::cli::parse_interval_s,
         requires = "watch"
     )]
     pub interval: f64,
@@ -49,19 +49,6 @@ pub struct MetricsArgs {
     pub history: Option<i64>,
     #[command(flatten)]
     pub client: ClientArgs,
-}
-
-fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("must be a number of seconds, got {s:?}"))?;
-    if (0.25..=3600.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!(
-            "the refresh period must be between 0.25 and 3600 seconds, got {v}"
-        ))
-    }
 }
 
 impl MetricsArgs {
@@ -607,14 +594,14 @@ mod tests {
         assert_eq!(bytes(3.0 * 1024.0 * 1024.0 * 1024.0), "3.0 GiB");
         assert_eq!(uptime(59), "0m 59s");
         assert_eq!(uptime(3661), "1h 1m");
-        assert!(parse_interval("0.25").is_ok());
-        assert!(parse_interval("3600").is_ok());
+        assert!(crate::cli::parse_interval_s("0.25").is_ok());
+        assert!(crate::cli::parse_interval_s("3600").is_ok());
         assert!(
-            parse_interval("0.1")
+            crate::cli::parse_interval_s("0.1")
                 .unwrap_err()
                 .contains("between 0.25 and 3600")
         );
-        assert!(parse_interval("soon").is_err());
-        assert!(parse_interval("NaN").is_err());
+        assert!(crate::cli::parse_interval_s("soon").is_err());
+        assert!(crate::cli::parse_interval_s("NaN").is_err());
     }
 }

@@ -5,77 +5,30 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::Served;
 use serde_json::Value;
 
-/// A `quantbox serve` without a warm pool (these tests start no sandbox unless they ask)
-/// on a private data directory and cgroup parent.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-    parent: String,
+/// A `quantbox serve` (see [`common::Served`]) without a warm pool (these tests start no
+/// sandbox unless they ask), reading the host every 0.25 s, on a private data directory
+/// and cgroup parent.
+fn serve() -> Served {
+    Served::start(
+        "cm",
+        &[
+            ("QUANTBOX_WARM_POOL", "0"),
+            ("QUANTBOX_METRICS_INTERVAL_S", "0.25"),
+        ],
+    )
 }
 
-impl Server {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("qbt")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let parent = format!("qbtest-cm-{}", std::process::id());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quantbox"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("QUANTBOX_CGROUP_PARENT", &parent)
-            .env("QUANTBOX_WARM_POOL", "0")
-            .env("QUANTBOX_METRICS_INTERVAL_S", "0.25")
-            .env("QUANTBOX_LOG", "warn")
-            .env_remove("QUANTBOX_API_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = common::serving_url(&mut child);
-        Self {
-            child,
-            url,
-            _dir: dir,
-            parent,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let r = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let end = Instant::now() + Duration::from_secs(15);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Ok(cg) = quantbox_sandbox_local::cgroup::Cgroups::detect(&self.parent) {
-            for name in cg.children() {
-                if let Some(c) = cg.open(&name) {
-                    let _ = c.kill_all();
-                    let _ = c.remove();
-                }
-            }
-            let _ = cg.remove_parents();
-        }
-    }
+/// `GET path`, which must succeed; returns the JSON.
+async fn get(srv: &Served, path: &str) -> Value {
+    let (status, v) = srv.rest("GET", path, None).await;
+    assert!((200..300).contains(&status), "GET {path}: {status}");
+    v
 }
 
 fn quantbox(url: &str, args: &[&str]) -> tokio::process::Command {
@@ -106,12 +59,12 @@ async fn metrics(url: &str, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_command_against_a_real_server() {
-    let srv = Server::start();
+    let srv = serve();
 
     // The human view: every part, and the server's own memory total.
     let (code, out, err) = metrics(&srv.url, &[]).await;
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    let v = srv.get("/api/v1/metrics?metrics=memory").await;
+    let v = get(&srv, "/api/v1/metrics?metrics=memory").await;
     let total = v["metrics"]["memory"]["total_mb"].as_f64().unwrap();
     assert!(
         out.contains(&format!("/ {total:.1} MB used")),
@@ -230,7 +183,7 @@ async fn metrics_command_against_a_real_server() {
     }
 }
 
-async fn per_sandbox_table(srv: &Server) {
+async fn per_sandbox_table(srv: &Served) {
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{}/api/v1/sandboxes", srv.url))

@@ -5,82 +5,35 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::require_root;
+use common::{Served, require_root};
 use serde_json::{Value, json};
 
-/// A `quantbox serve` on a private data directory and cgroup parent; stopped with
-/// SIGTERM by [`Server::stop`], or, after a failure, by its drop, which also kills what
-/// is left in its cgroups.
-struct Server {
-    child: Option<Child>,
-    url: String,
-    dir: tempfile::TempDir,
-    parent: String,
-    http: reqwest::Client,
+/// A `quantbox serve` on a private data directory and cgroup parent, autoscaling every
+/// 0.5 s (see [`common::Served`]), with the CLI run against it.
+struct Server(Served);
+
+impl std::ops::Deref for Server {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Served {
+        &mut self.0
+    }
 }
 
 impl Server {
     fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("qbt")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let parent = format!("qbtest-fe-{}", std::process::id());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quantbox"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("QUANTBOX_CGROUP_PARENT", &parent)
-            .env("QUANTBOX_AUTOSCALE_INTERVAL_S", "0.5")
-            .env("QUANTBOX_LOG", "warn")
-            .env_remove("QUANTBOX_API_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = common::serving_url(&mut child);
-        Self {
-            child: Some(child),
-            url,
-            dir,
-            parent,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// A REST call: (HTTP status, JSON body).
-    async fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (status, _, text) = self.rest_raw(method, path, body).await;
-        let v = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
-        (status, v)
-    }
-
-    /// A REST call: (HTTP status, content type, body text).
-    async fn rest_raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, String, String) {
-        let mut req = self.http.request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            format!("{}{path}", self.url),
-        );
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        (status, ctype, resp.text().await.unwrap())
+        Self(Served::start(
+            "fe",
+            &[("QUANTBOX_AUTOSCALE_INTERVAL_S", "0.5")],
+        ))
     }
 
     /// Runs the CLI with `--url` after its first word: (exit code, stdout, stderr).
@@ -155,50 +108,6 @@ impl Server {
         assert_eq!(status, 200, "{cmd}: {v}");
         v
     }
-
-    /// SIGTERM, as a service manager stops it; waits for it and requires success.
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("the server runs");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "the server exited with {status}");
-    }
-
-    /// Kills whatever is left in our cgroups and removes them.
-    fn clean_cgroups(&self) {
-        if let Ok(cg) = quantbox_sandbox_local::cgroup::Cgroups::detect(&self.parent) {
-            for name in cg.children() {
-                if let Some(c) = cg.open(&name) {
-                    let _ = c.kill_all();
-                    let _ = c.remove();
-                }
-            }
-            let _ = cg.remove_parents();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let end = Instant::now() + Duration::from_secs(15);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Sandboxes outlive the server: after a failed test, end them here.
-        self.clean_cgroups();
-    }
 }
 
 fn s(v: &Value) -> String {
@@ -236,8 +145,8 @@ async fn rest_routes_and_cli_verbs_drive_the_operations() {
         }
     }
     srv.stop();
-    let cgroups = quantbox_sandbox_local::cgroup::Cgroups::detect(&srv.parent).unwrap();
-    let left = common::leftovers(srv.dir.path(), &srv.parent, &cgroups.children());
+    let cgroups = quantbox_sandbox_local::cgroup::Cgroups::detect(&srv.cgroup_parent).unwrap();
+    let left = common::leftovers(&srv.data_dir, &srv.cgroup_parent, &cgroups.children());
     assert!(left.is_empty(), "left on the host: {left:#?}");
 }
 

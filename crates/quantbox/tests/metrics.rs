@@ -18,12 +18,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Engine, require_root};
+use common::{Engine, Served, require_root};
 use quantbox_sandbox::Timestamp;
 use serde_json::{Value, json};
 
@@ -385,91 +384,30 @@ async fn cpu_is_null_with_a_reason_until_the_second_reading() {
 // ---------------------------------------------------------------------------------
 // 3. History survives a restart.
 
-/// A `quantbox serve` on a given data directory and cgroup parent, reading the host
-/// every 0.25 s; stopped with SIGTERM.
-struct Server {
-    child: Option<Child>,
-    url: String,
-    http: reqwest::Client,
+/// A `quantbox serve` (see [`common::Served`]) on a given data directory and cgroup
+/// parent, without a warm pool, reading the host every 0.25 s.
+fn serve(dir: &Path, parent: &str) -> Served {
+    Served::start_in(
+        dir,
+        parent,
+        &[
+            ("QUANTBOX_WARM_POOL", "0"),
+            ("QUANTBOX_METRICS_INTERVAL_S", "0.25"),
+        ],
+    )
 }
 
-impl Server {
-    fn start(dir: &Path, parent: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quantbox"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-interval-s"])
-            .arg("0.25")
-            .arg("--data-dir")
-            .arg(dir)
-            .env("QUANTBOX_CGROUP_PARENT", parent)
-            .env("QUANTBOX_WARM_POOL", "0")
-            .env("QUANTBOX_LOG", "warn")
-            .env_remove("QUANTBOX_API_KEY")
-            .env_remove("QUANTBOX_DATA_DIR")
-            .env_remove("QUANTBOX_METRICS_INTERVAL_S")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = common::serving_url(&mut child);
-        Self {
-            child: Some(child),
-            url,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
-    }
-
-    /// The memory history over an hour.
-    async fn memory_history(&self) -> Value {
-        let (status, v) = self
-            .get("/api/v1/metrics?metrics=memory&include_history=true&time_range_minutes=60")
-            .await;
-        assert_eq!(status, 200, "{v}");
-        v
-    }
-
-    /// SIGTERM; waits for the exit and requires success.
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("the server runs");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
+/// The memory history over an hour.
+async fn memory_history(srv: &Served) -> Value {
+    let (status, v) = srv
+        .rest(
+            "GET",
+            "/api/v1/metrics?metrics=memory&include_history=true&time_range_minutes=60",
+            None,
         )
-        .unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "the server exited with {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn clean_cgroups(parent: &str) {
-    if let Ok(cg) = quantbox_sandbox_local::cgroup::Cgroups::detect(parent) {
-        for name in cg.children() {
-            if let Some(c) = cg.open(&name) {
-                let _ = c.kill_all();
-                let _ = c.remove();
-            }
-        }
-        let _ = cg.remove_parents();
-    }
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,7 +423,7 @@ async fn history_survives_a_graceful_restart() {
     struct Clean<'a>(&'a str);
     impl Drop for Clean<'_> {
         fn drop(&mut self) {
-            clean_cgroups(self.0);
+            common::clean_cgroups(self.0);
         }
     }
     let _clean = Clean(&parent);
@@ -497,13 +435,13 @@ async fn history_survives_a_graceful_restart() {
     if second_of_minute >= 48_000 {
         tokio::time::sleep(Duration::from_millis((60_100 - second_of_minute) as u64)).await;
     }
-    let mut first = Server::start(dir.path(), &parent);
+    let mut first = serve(dir.path(), &parent);
     // At least 4 readings, and the first server's first reading in an earlier history
     // bucket (10 s over an hour) than anything the second server can read, so that a
     // point of it is recognisably older than the second collector.
     let end = Instant::now() + Duration::from_secs(20);
     let before = loop {
-        let v = first.memory_history().await;
+        let v = memory_history(&first).await;
         let h = &v["history"]["memory"];
         let res_ms = h["resolution_s"].as_i64().unwrap() * 1000;
         let started = ms_of(&v["collector"]["started_at"]);
@@ -520,8 +458,8 @@ async fn history_survives_a_graceful_restart() {
     let started_before = ms_of(&before["collector"]["started_at"]);
     first.stop();
 
-    let mut second = Server::start(dir.path(), &parent);
-    let after = second.memory_history().await;
+    let mut second = serve(dir.path(), &parent);
+    let after = memory_history(&second).await;
     second.stop();
     let h = &after["history"]["memory"];
     let started_after = ms_of(&after["collector"]["started_at"]);

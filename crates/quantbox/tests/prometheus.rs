@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::require_root;
+use common::{Served, require_root};
 use serde_json::{Value, json};
 
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -36,118 +36,26 @@ fn require_tool(test: &str, tool: &str) -> bool {
     false
 }
 
-/// A `quantbox serve` on a private data directory and cgroup parent; stopped with
-/// SIGTERM by its drop, which also kills what is left in its cgroups.
-struct Server {
-    child: Option<Child>,
-    url: String,
-    _dir: tempfile::TempDir,
-    parent: String,
-    http: reqwest::Client,
+/// A `quantbox serve` (see [`common::Served`]) reading the host every second, on a
+/// private data directory and the cgroup parent `qbtest-prom-{tag}-{pid}`.
+fn serve(tag: &str) -> Served {
+    Served::start(
+        &format!("prom-{tag}"),
+        &[("QUANTBOX_METRICS_INTERVAL_S", "1")],
+    )
 }
 
-impl Server {
-    fn start(tag: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("qbt")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let parent = format!("qbtest-prom-{tag}-{}", std::process::id());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quantbox"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("QUANTBOX_CGROUP_PARENT", &parent)
-            .env("QUANTBOX_METRICS_INTERVAL_S", "1")
-            .env("QUANTBOX_LOG", "warn")
-            .env_remove("QUANTBOX_API_KEY")
-            .env_remove("QUANTBOX_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let url = common::serving_url(&mut child);
-        Self {
-            child: Some(child),
-            url,
-            _dir: dir,
-            parent,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// `host:port` the server listens on.
-    fn addr(&self) -> &str {
-        self.url
-            .strip_prefix("http://")
-            .unwrap()
-            .trim_end_matches('/')
-    }
-
-    /// A REST call: (HTTP status, JSON body).
-    async fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            format!("{}{path}", self.url),
-        );
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
-        (status, v)
-    }
-
-    /// `GET /metrics`: (HTTP status, content type, body).
-    async fn metrics(&self) -> (u16, String, String) {
-        let resp = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let ctype = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        (status, ctype, resp.text().await.unwrap())
-    }
-
-    /// Kills whatever is left in our cgroups and removes them.
-    fn clean_cgroups(&self) {
-        if let Ok(cg) = quantbox_sandbox_local::cgroup::Cgroups::detect(&self.parent) {
-            for name in cg.children() {
-                if let Some(c) = cg.open(&name) {
-                    let _ = c.kill_all();
-                    let _ = c.remove();
-                }
-            }
-            let _ = cg.remove_parents();
-        }
-    }
+/// `host:port` the server listens on.
+fn addr(srv: &Served) -> &str {
+    srv.url
+        .strip_prefix("http://")
+        .unwrap()
+        .trim_end_matches('/')
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let end = Instant::now() + Duration::from_secs(15);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.clean_cgroups();
-    }
+/// `GET /metrics`: (HTTP status, content type, body).
+async fn metrics(srv: &Served) -> (u16, String, String) {
+    srv.rest_raw("GET", "/metrics", None).await
 }
 
 /// A child process killed (and reaped) when dropped, also when the test panics.
@@ -200,7 +108,7 @@ async fn promtool_accepts_metrics() {
     if !require_root(test) || !require_tool(test, PROMTOOL) {
         return;
     }
-    let srv = Server::start("lint");
+    let srv = serve("lint");
 
     // A sandbox, made and used through REST, so every family has samples.
     let (status, v) = srv
@@ -228,7 +136,7 @@ async fn promtool_accepts_metrics() {
     let memory_line = format!("quantbox_sandbox_memory_bytes{{sandbox_id=\"{id}\"");
     let end = Instant::now() + Duration::from_secs(10);
     let (ctype, text) = loop {
-        let (status, ctype, text) = srv.metrics().await;
+        let (status, ctype, text) = metrics(&srv).await;
         assert_eq!(status, 200, "{text}");
         if text.lines().any(|l| l.starts_with(&memory_line)) || Instant::now() > end {
             break (ctype, text);
@@ -295,7 +203,7 @@ async fn prometheus_scrapes_quantbox() {
     if !require_root(test) || !require_tool(test, PROMETHEUS) {
         return;
     }
-    let srv = Server::start("scrape");
+    let srv = serve("scrape");
     let tmp = tempfile::Builder::new()
         .prefix("qbprom")
         .tempdir_in("/tmp")
@@ -307,7 +215,7 @@ async fn prometheus_scrapes_quantbox() {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: quantbox\n    metrics_path: /metrics\n    \
              static_configs:\n      - targets: ['{}']\n",
-            srv.addr()
+            addr(&srv)
         ),
     )
     .unwrap();
@@ -361,7 +269,7 @@ async fn prometheus_scrapes_quantbox() {
         .unwrap_or_else(|| panic!("{result:?}"))
         .parse()
         .unwrap();
-    let (status, _, text) = srv.metrics().await;
+    let (status, _, text) = metrics(&srv).await;
     assert_eq!(status, 200, "{text}");
     let own = sample(&text, "quantbox_host_memory_total_bytes")
         .unwrap_or_else(|| panic!("no quantbox_host_memory_total_bytes:\n{text}"));

@@ -1,11 +1,12 @@
 //! Shared test harness: an in-process engine on a private data directory and cgroup
-//! parent, helpers to run commands in sandboxes, and checks that nothing of a sandbox is
-//! left on the host.
+//! parent, helpers to run commands in sandboxes, a real `quantbox serve` child to call
+//! over REST, and checks that nothing of a sandbox is left on the host.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quantbox::app::{App, EngineConfig};
 use quantbox_ops::OpError;
@@ -206,13 +207,7 @@ impl Engine {
         if let Some(app) = &self.app
             && let Some(cg) = app.local.cgroups()
         {
-            for name in cg.children() {
-                if let Some(c) = cg.open(&name) {
-                    let _ = c.kill_all();
-                    let _ = c.remove();
-                }
-            }
-            let _ = cg.remove_parents();
+            clean(cg);
         }
     }
 }
@@ -277,4 +272,144 @@ pub fn serving_url(child: &mut std::process::Child) -> String {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
         .to_owned()
+}
+
+/// Kills whatever is left in the cgroups under `parent` and removes them.
+pub fn clean_cgroups(parent: &str) {
+    if let Ok(cg) = quantbox_sandbox_local::cgroup::Cgroups::detect(parent) {
+        clean(&cg);
+    }
+}
+
+fn clean(cg: &quantbox_sandbox_local::cgroup::Cgroups) {
+    for name in cg.children() {
+        if let Some(c) = cg.open(&name) {
+            let _ = c.kill_all();
+            let _ = c.remove();
+        }
+    }
+    let _ = cg.remove_parents();
+}
+
+/// A real `quantbox serve` child listening on `127.0.0.1:0`, on a data directory and
+/// cgroup parent of its own; stopped with SIGTERM by [`Served::stop`], or, after a
+/// failure, by its drop, which also kills what is left in its cgroups.
+pub struct Served {
+    child: Option<Child>,
+    /// `http://host:port`, as the server printed it.
+    pub url: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub cgroup_parent: String,
+    pub http: reqwest::Client,
+}
+
+impl Served {
+    /// A server on a new temporary data directory and the cgroup parent
+    /// `qbtest-{tag}-{pid}`; `env` is set on top of what [`Served::start_in`] sets.
+    pub fn start(tag: &str, env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("qbt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let parent = format!("qbtest-{tag}-{}", std::process::id());
+        let mut served = Self::start_in(tmp.path(), &parent, env);
+        served._tmp = Some(tmp);
+        served
+    }
+
+    /// A server on `data_dir` (which outlives it) and `cgroup_parent`. It logs warnings
+    /// only, and inherits no API key, data directory or metrics interval, unless `env`
+    /// sets them.
+    pub fn start_in(data_dir: &Path, cgroup_parent: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quantbox"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("QUANTBOX_CGROUP_PARENT", cgroup_parent)
+            .env("QUANTBOX_LOG", "warn")
+            .env_remove("QUANTBOX_API_KEY")
+            .env_remove("QUANTBOX_DATA_DIR")
+            .env_remove("QUANTBOX_METRICS_INTERVAL_S");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let url = serving_url(&mut child);
+        Self {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            cgroup_parent: cgroup_parent.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A REST call: (HTTP status, JSON body).
+    pub async fn rest(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, _, text) = self.rest_raw(method, path, body).await;
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
+        (status, v)
+    }
+
+    /// A REST call: (HTTP status, content type, body text).
+    pub async fn rest_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String, String) {
+        let mut req = self.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{path}", self.url),
+        );
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (status, ctype, resp.text().await.unwrap())
+    }
+
+    /// SIGTERM, as a service manager stops it; waits for it and requires success.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("the server runs");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "the server exited with {status}");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let end = Instant::now() + Duration::from_secs(15);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Sandboxes outlive the server: after a failed test, end them here.
+        clean_cgroups(&self.cgroup_parent);
+    }
 }
