@@ -157,6 +157,33 @@ pub fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
     serde_json::to_value(v).map_err(|e| OpError::internal(format!("encoding the result: {e}")))
 }
 
+/// How a tool's result leaves the operations layer.
+pub trait Encoding: Send + 'static {
+    type Out: Send + 'static;
+    fn encode<T: Serialize>(v: T) -> Result<Self::Out, OpError>;
+}
+
+/// As a JSON value (MCP's structured content, the CLI's and tests' inspection).
+pub struct AsValue;
+
+/// As JSON text (REST bodies): no value tree is built on the way.
+pub struct AsText;
+
+impl Encoding for AsValue {
+    type Out = Value;
+    fn encode<T: Serialize>(v: T) -> Result<Value, OpError> {
+        to_value(v)
+    }
+}
+
+impl Encoding for AsText {
+    type Out = String;
+    fn encode<T: Serialize>(v: T) -> Result<String, OpError> {
+        serde_json::to_string(&v)
+            .map_err(|e| OpError::internal(format!("encoding the result: {e}")))
+    }
+}
+
 impl Ops {
     pub fn new(
         manager: Manager,
@@ -194,31 +221,41 @@ impl Ops {
     /// disconnects, a cancelled MCP request) never cuts an operation off halfway, with a
     /// sandbox half made or a record half written.
     pub async fn call(&self, name: &str, args: Value) -> Result<Value, OpError> {
+        self.call_as::<AsValue>(name, args).await
+    }
+
+    /// [`Ops::call`] with the result as JSON text (a REST body): the same operation,
+    /// without building a JSON value tree first.
+    pub async fn call_text(&self, name: &str, args: Value) -> Result<String, OpError> {
+        self.call_as::<AsText>(name, args).await
+    }
+
+    async fn call_as<E: Encoding>(&self, name: &str, args: Value) -> Result<E::Out, OpError> {
         let this = self.clone();
         let name = name.to_owned();
-        tokio::spawn(async move { this.run_tool(&name, args).await })
+        tokio::spawn(async move { this.run_tool::<E>(&name, args).await })
             .await
             .unwrap_or_else(|e| Err(OpError::internal(format!("the operation failed: {e}"))))
     }
 
-    async fn run_tool(&self, name: &str, args: Value) -> Result<Value, OpError> {
+    async fn run_tool<E: Encoding>(&self, name: &str, args: Value) -> Result<E::Out, OpError> {
         match name {
-            "create_e2b_sandbox" => to_value(self.create_e2b_sandbox(args::parse(args)?).await?),
-            "execute_e2b_process" => to_value(self.execute_e2b_process(args::parse(args)?).await?),
-            "list_e2b_sandboxes" => to_value(self.list_e2b_sandboxes(args::parse(args)?).await?),
+            "create_e2b_sandbox" => E::encode(self.create_e2b_sandbox(args::parse(args)?).await?),
+            "execute_e2b_process" => E::encode(self.execute_e2b_process(args::parse(args)?).await?),
+            "list_e2b_sandboxes" => E::encode(self.list_e2b_sandboxes(args::parse(args)?).await?),
             "terminate_e2b_sandbox" => {
-                to_value(self.terminate_e2b_sandbox(args::parse(args)?).await?)
+                E::encode(self.terminate_e2b_sandbox(args::parse(args)?).await?)
             }
             "get_e2b_sandbox_status" => {
-                to_value(self.get_e2b_sandbox_status(args::parse(args)?).await?)
+                E::encode(self.get_e2b_sandbox_status(args::parse(args)?).await?)
             }
-            "deploy_e2b_template" => to_value(self.deploy_e2b_template(args::parse(args)?).await?),
+            "deploy_e2b_template" => E::encode(self.deploy_e2b_template(args::parse(args)?).await?),
             "scale_e2b_deployment" => {
-                to_value(self.scale_e2b_deployment(args::parse(args)?).await?)
+                E::encode(self.scale_e2b_deployment(args::parse(args)?).await?)
             }
-            "monitor_e2b_health" => to_value(self.monitor_e2b_health(args::parse(args)?).await?),
-            "export_e2b_template" => to_value(self.export_e2b_template(args::parse(args)?).await?),
-            "get_system_metrics" => to_value(self.get_system_metrics(args::parse(args)?).await?),
+            "monitor_e2b_health" => E::encode(self.monitor_e2b_health(args::parse(args)?).await?),
+            "export_e2b_template" => E::encode(self.export_e2b_template(args::parse(args)?).await?),
+            "get_system_metrics" => E::encode(self.get_system_metrics(args::parse(args)?).await?),
             other if CONTRACT_TOOLS.contains(&other) => Err(OpError::new(
                 ErrorCode::Unavailable,
                 format!(

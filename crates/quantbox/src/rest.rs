@@ -34,6 +34,20 @@ pub struct RestState {
 /// An operation's result or error as an HTTP response.
 struct Reply(Result<Value, OpError>, StatusCode);
 
+/// A tool's answer already encoded as JSON text ([`Ops::call_text`]).
+struct TextReply(Result<String, OpError>, StatusCode);
+
+impl IntoResponse for TextReply {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Ok(text) => {
+                (self.1, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+            }
+            Err(e) => error_response(&e),
+        }
+    }
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         match self.0 {
@@ -208,23 +222,23 @@ async fn call_tool(
     State(s): State<RestState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Reply {
+) -> TextReply {
     let r = match parse_body(body) {
-        Ok(args) => s.ops.call(&name, args).await,
+        Ok(args) => s.ops.call_text(&name, args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
-async fn create(State(s): State<RestState>, body: Result<Bytes, BytesRejection>) -> Reply {
+async fn create(State(s): State<RestState>, body: Result<Bytes, BytesRejection>) -> TextReply {
     let r = match parse_body(body) {
-        Ok(args) => s.ops.call("create_e2b_sandbox", args).await,
+        Ok(args) => s.ops.call_text("create_e2b_sandbox", args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::CREATED)
+    TextReply(r, StatusCode::CREATED)
 }
 
-async fn list(State(s): State<RestState>, Query(q): Query<BTreeMap<String, String>>) -> Reply {
+async fn list(State(s): State<RestState>, Query(q): Query<BTreeMap<String, String>>) -> TextReply {
     let mut q = q;
     // `status` reads better in a URL; the tool calls it `status_filter`.
     if let Some(v) = q.remove("status") {
@@ -234,46 +248,46 @@ async fn list(State(s): State<RestState>, Query(q): Query<BTreeMap<String, Strin
         q,
         &[("status_filter", QType::Str), ("deployment_id", QType::Str)],
     ) {
-        Ok(args) => s.ops.call("list_e2b_sandboxes", args).await,
+        Ok(args) => s.ops.call_text("list_e2b_sandboxes", args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
 async fn status(
     State(s): State<RestState>,
     Path(id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Reply {
+) -> TextReply {
     let r = match query_args(q, &[("log_lines", QType::Int)]).and_then(|a| with_id(a, &id)) {
-        Ok(args) => s.ops.call("get_e2b_sandbox_status", args).await,
+        Ok(args) => s.ops.call_text("get_e2b_sandbox_status", args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
 async fn exec(
     State(s): State<RestState>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Reply {
+) -> TextReply {
     let r = match parse_body(body).and_then(|a| with_id(a, &id)) {
-        Ok(args) => s.ops.call("execute_e2b_process", args).await,
+        Ok(args) => s.ops.call_text("execute_e2b_process", args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
 async fn terminate(
     State(s): State<RestState>,
     Path(id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Reply {
+) -> TextReply {
     let r = match query_args(q, &[("force", QType::Bool)]).and_then(|a| with_id(a, &id)) {
-        Ok(args) => s.ops.call("terminate_e2b_sandbox", args).await,
+        Ok(args) => s.ops.call_text("terminate_e2b_sandbox", args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
 /// Least time between two progress lines of a stream.
@@ -449,12 +463,12 @@ async fn list_deployments(
     Reply(r, StatusCode::OK)
 }
 
-async fn deploy(State(s): State<RestState>, body: Result<Bytes, BytesRejection>) -> Reply {
+async fn deploy(State(s): State<RestState>, body: Result<Bytes, BytesRejection>) -> TextReply {
     let r = match parse_body(body) {
-        Ok(args) => s.ops.call("deploy_e2b_template", args).await,
+        Ok(args) => s.ops.call_text("deploy_e2b_template", args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::CREATED)
+    TextReply(r, StatusCode::CREATED)
 }
 
 /// Events of a deployment shown when the query does not say.
@@ -476,12 +490,12 @@ async fn scale(
     State(s): State<RestState>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Reply {
+) -> TextReply {
     let r = match parse_body(body).and_then(|a| with_field(a, "deployment_id", &id)) {
-        Ok(args) => s.ops.call("scale_e2b_deployment", args).await,
+        Ok(args) => s.ops.call_text("scale_e2b_deployment", args).await,
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
 async fn delete_deployment(State(s): State<RestState>, Path(id): Path<String>) -> Reply {
@@ -491,19 +505,19 @@ async fn delete_deployment(State(s): State<RestState>, Path(id): Path<String>) -
 async fn fleet_health(
     State(s): State<RestState>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Reply {
+) -> TextReply {
     // `all` for people, `include_all_sandboxes` as the tool calls it.
     let allowed = [("all", QType::Bool), ("include_all_sandboxes", QType::Bool)];
     let r = match query_flags(q, &allowed) {
         Ok(q) => {
             let all = flag(&q, "all") || flag(&q, "include_all_sandboxes");
             s.ops
-                .call("monitor_e2b_health", json!({"include_all_sandboxes": all}))
+                .call_text("monitor_e2b_health", json!({"include_all_sandboxes": all}))
                 .await
         }
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
 /// `get_system_metrics` with its arguments as query parameters
@@ -511,17 +525,21 @@ async fn fleet_health(
 async fn system_metrics(
     State(s): State<RestState>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Reply {
+) -> TextReply {
     let allowed = [
         ("metrics", QType::List),
         ("time_range_minutes", QType::Int),
         ("include_history", QType::Bool),
     ];
     let r = match query_flags(q, &allowed) {
-        Ok(args) => s.ops.call("get_system_metrics", Value::Object(args)).await,
+        Ok(args) => {
+            s.ops
+                .call_text("get_system_metrics", Value::Object(args))
+                .await
+        }
         Err(e) => Err(e),
     };
-    Reply(r, StatusCode::OK)
+    TextReply(r, StatusCode::OK)
 }
 
 /// Prometheus text exposition.
