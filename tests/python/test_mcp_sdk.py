@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,9 @@ def parse_rfc3339(s: Any, field: str) -> datetime:
 class Walk:
     """One transport's checks, recorded for the summary."""
 
-    def __init__(self, transport: str, session: ClientSession, cgroup_parent: str) -> None:
+    def __init__(self, transport: str, session: ClientSession, cgroup_parent: str, base_url: str | None = None) -> None:
         self.transport = transport
+        self.base_url = base_url  # the server's URL when MCP runs over its HTTP endpoint
         self.session = session
         self.cgroup_parent = cgroup_parent
         self.passed: list[str] = []
@@ -372,6 +374,17 @@ class Walk:
         self.check_error(e, "invalid_argument", "metrics[1]", "an unknown metric name")
         e = await self.call_err("get_system_metrics", {"time_range_minutes": 10081})
         self.check_error(e, "invalid_argument", "time_range_minutes", "time_range_minutes above 7 days")
+        if self.base_url is not None:
+            # The server timed these MCP calls into its Prometheus histogram.
+            text = await anyio.to_thread.run_sync(
+                lambda: urllib.request.urlopen(f"{self.base_url}/metrics", timeout=10).read().decode())
+            for outcome in ("ok", "invalid_argument"):
+                series = (f'quantbox_mcp_tool_call_duration_seconds_count{{tool="get_system_metrics",'
+                          f'transport="http",outcome="{outcome}"}} ')
+                line = next((l for l in text.splitlines() if l.startswith(series)), None)
+                check(line is not None and float(line.split()[-1]) >= 1,
+                      f"/metrics should count the MCP calls as {series.strip()}, got {line!r}")
+            self.ok("/metrics counts these MCP tool calls by tool, transport and outcome")
         self.ok(f"get_system_metrics: memory total = MemTotal, {cpu['cores']} cores, gpu "
                 f"{'devices' if isinstance(gpu, list) else 'unavailable with a reason'}, {sb['running']} running, "
                 f"history of {mh['samples']} memory readings; unknown metric and 10081 minutes refused")
@@ -883,11 +896,12 @@ def tail(path: Path, n: int = 40) -> str:
     return "\n".join(lines[-n:])
 
 
-async def walk_session(transport: str, read: Any, write: Any, cgroup_parent: str, results: dict[str, Any]) -> None:
+async def walk_session(transport: str, read: Any, write: Any, cgroup_parent: str, results: dict[str, Any],
+                       base_url: str | None = None) -> None:
     async with ClientSession(read, write, read_timeout_seconds=CALL_TIMEOUT_S) as session:
         with anyio.fail_after(CALL_TIMEOUT_S):
             await session.initialize()
-        walk = Walk(transport, session, cgroup_parent)
+        walk = Walk(transport, session, cgroup_parent, base_url)
         results["walk"] = walk
         try:
             with anyio.fail_after(TRANSPORT_TIMEOUT_S):
@@ -985,7 +999,7 @@ async def run_http(exe: str, scratch: Path, cgroup_parent: str, results: dict[st
         base = await anyio.to_thread.run_sync(server.wait_ready)
         print(f"  [http] quantbox serve is up at {base}", flush=True)
         async with streamable_http_client(f"{base}/mcp") as (read, write):
-            await walk_session("http", read, write, cgroup_parent, results)
+            await walk_session("http", read, write, cgroup_parent, results, base)
     finally:
         code = server.stop()
         results["server_exit"] = code
