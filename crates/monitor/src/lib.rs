@@ -191,10 +191,12 @@ impl Monitor {
         record(&shared, &first);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         *lock(&shared.stop) = Some(tx);
-        let s = shared.clone();
+        // The thread holds the state weakly: when the last handle goes (without a
+        // shutdown), the stop channel closes and the thread ends.
+        let weak = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()
             .name("quantbox-monitor".into())
-            .spawn(move || collect(&s, sampler, gpu, rx))
+            .spawn(move || collect(&weak, sampler, gpu, rx))
             .map_err(|e| MonitorError::Start(format!("starting its thread: {e}")))?;
         *lock(&shared.thread) = Some(handle);
         Ok(Self { inner: shared })
@@ -761,13 +763,18 @@ fn persist(shared: &Shared, pending: &mut Vec<(Metric, MinuteAgg)>) {
 
 /// The collector thread.
 fn collect(
-    shared: &Shared,
+    weak: &std::sync::Weak<Shared>,
     mut sampler: host::HostSampler,
     gpu: gpu::GpuSampler,
     stop: std::sync::mpsc::Receiver<()>,
 ) {
-    let interval = shared.config.interval.max(MIN_INTERVAL);
-    let retention_s = i64::try_from(shared.config.retention.as_secs()).unwrap_or(i64::MAX);
+    let Some((interval, retention)) = weak
+        .upgrade()
+        .map(|s| (s.config.interval.max(MIN_INTERVAL), s.config.retention))
+    else {
+        return;
+    };
+    let retention_s = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
     let mut pending = Vec::new();
     let mut next = Instant::now() + interval;
     let mut last_prune: Option<Instant> = None;
@@ -778,6 +785,8 @@ fn collect(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
         }
+        let Some(shared) = weak.upgrade() else { return };
+        let shared = &*shared;
         let cpu0 = thread_cpu_ns();
         seq += 1;
         let snap = Snapshot {
@@ -812,8 +821,10 @@ fn collect(
             next = now + interval;
         }
     }
-    pending.extend(lock(&shared.history).take_all());
-    persist(shared, &mut pending);
+    if let Some(shared) = weak.upgrade() {
+        pending.extend(lock(&shared.history).take_all());
+        persist(&shared, &mut pending);
+    }
 }
 
 #[cfg(test)]
@@ -881,6 +892,32 @@ mod tests {
         );
         assert_eq!(h.summary.min, Some(0.0));
         m.shutdown();
+    }
+
+    #[test]
+    fn the_thread_ends_with_the_last_handle() {
+        let m = Monitor::start(
+            MonitorConfig {
+                interval: MIN_INTERVAL,
+                ..MonitorConfig::default()
+            },
+            None,
+            None,
+        )
+        .unwrap();
+        let handle = lock(&m.inner.thread).take().unwrap();
+        let weak = Arc::downgrade(&m.inner);
+        drop(m);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !handle.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the collector outlived its monitor"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        handle.join().unwrap();
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]
