@@ -140,6 +140,12 @@ impl From<ManagerError> for OpError {
     }
 }
 
+impl From<quantbox_sandbox::StoreError> for OpError {
+    fn from(s: quantbox_sandbox::StoreError) -> Self {
+        ManagerError::Store(s).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,11 @@
 pub mod args;
 pub mod deployments;
 pub mod error;
+pub mod execution;
 pub mod health;
+pub mod imports;
 pub mod metrics;
+pub mod report;
 pub mod sandboxes;
 pub mod templates;
 
@@ -34,6 +37,8 @@ pub struct Ops {
     limits: HostLimits,
     /// The collector `get_system_metrics` reads; `None` in a process that runs none.
     monitor: Option<Monitor>,
+    /// Strategies, orders, fills, trades and prices.
+    trading: Option<std::sync::Arc<dyn quantbox_trading::TradingStore>>,
 }
 
 /// A tool as front ends advertise it.
@@ -149,6 +154,27 @@ pub fn tools() -> Vec<ToolDef> {
             input_schema: schema::<metrics::MetricsInput>(),
             output_schema: schema::<metrics::MetricsOutput>(),
         },
+        ToolDef {
+            name: "monitor_strategy_health",
+            title: "Strategy health",
+            description: "A strategy's health score (0-100) and status (healthy >= 80, warning 60-80, critical < 60, no_data) from four checks: performance stability (Sharpe of the last 30 returns), drawdown (current), execution quality (fill rate by orders, mean slippage) and data feed (bars or heartbeats within 3 expected intervals), with an alert per failed check.",
+            input_schema: schema::<execution::StrategyHealthInput>(),
+            output_schema: schema::<execution::StrategyHealthOutput>(),
+        },
+        ToolDef {
+            name: "get_execution_analytics",
+            title: "Execution analytics",
+            description: "Execution quality of the orders submitted in a window (1h, 24h, 7d, 30d ending now, or all), of one strategy or all: order counts by final state, fill rates by quantity and by orders, slippage in bps against the arrival price (positive = cost; mean, notional-weighted, max, adverse/improved/zero counts), submit-to-ack latency percentiles (nearest rank), and the same per symbol.",
+            input_schema: schema::<execution::ExecutionInput>(),
+            output_schema: schema::<execution::ExecutionOutput>(),
+        },
+        ToolDef {
+            name: "performance_report",
+            title: "Performance report",
+            description: "A strategy's performance over the last `period_days` of its data (0 = all): total and annualized return, Sharpe, Sortino, Calmar, max drawdown and its duration, volatility, VaR/CVaR 95 %, skewness, kurtosis; win rate, profit factor and trade statistics from its closed trades; with `include_benchmark`, alpha, beta, correlation, tracking error and information ratio against a benchmark (default the S&P 500, `SPX`). Figures that cannot be computed are null with a reason.",
+            input_schema: schema::<report::ReportInput>(),
+            output_schema: schema::<report::ReportOutput>(),
+        },
     ]
 }
 
@@ -196,7 +222,17 @@ impl Ops {
             deployments,
             limits,
             monitor,
+            trading: None,
         }
+    }
+
+    /// Adds the trading store the analytics tools read and imports write.
+    pub fn with_trading(
+        mut self,
+        store: std::sync::Arc<dyn quantbox_trading::TradingStore>,
+    ) -> Self {
+        self.trading = Some(store);
+        self
     }
 
     pub fn monitor_handle(&self) -> Option<&Monitor> {
@@ -256,6 +292,13 @@ impl Ops {
             "monitor_e2b_health" => E::encode(self.monitor_e2b_health(args::parse(args)?).await?),
             "export_e2b_template" => E::encode(self.export_e2b_template(args::parse(args)?).await?),
             "get_system_metrics" => E::encode(self.get_system_metrics(args::parse(args)?).await?),
+            "performance_report" => E::encode(self.performance_report(args::parse(args)?).await?),
+            "get_execution_analytics" => {
+                E::encode(self.get_execution_analytics(args::parse(args)?).await?)
+            }
+            "monitor_strategy_health" => {
+                E::encode(self.monitor_strategy_health(args::parse(args)?).await?)
+            }
             other if CONTRACT_TOOLS.contains(&other) => Err(OpError::new(
                 ErrorCode::Unavailable,
                 format!(

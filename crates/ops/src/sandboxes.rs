@@ -303,7 +303,7 @@ const MAX_MAP_ENTRIES: usize = 256;
 const MAX_TOTAL_BYTES: usize = 128 * 1024;
 
 /// 1 to 64 characters of [A-Za-z0-9._-].
-fn is_short_name(name: &str) -> bool {
+pub(crate) fn is_short_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

@@ -127,15 +127,26 @@ impl App {
         .context("starting the metrics collector")?;
         let deployments = Deployments::start(
             manager.clone(),
-            store as Arc<dyn DeploymentStore>,
+            store.clone() as Arc<dyn DeploymentStore>,
             DeploymentsConfig {
                 autoscale_interval: cfg.autoscale_interval,
                 ..DeploymentsConfig::default()
             },
         )
         .context("starting deployments")?;
+        let ops = Ops::new(manager, deployments, limits, Some(monitor))
+            .with_trading(store as Arc<dyn quantbox_trading::TradingStore>);
+        // The price history compiled into the binary (the default benchmark among it),
+        // written once per data directory.
+        let loaded = ops
+            .load_bundled_market_data()
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the bundled market data: {}", e.message))?;
+        if loaded > 0 {
+            tracing::info!(symbols = loaded, "loaded the bundled market data");
+        }
         Ok(Self {
-            ops: Ops::new(manager, deployments, limits, Some(monitor)),
+            ops: ops.clone(),
             local,
             data_dir: cfg.data_dir.clone(),
             _lock: lock,

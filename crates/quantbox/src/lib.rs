@@ -11,3 +11,4 @@ pub mod cli_metrics;
 pub mod mcp;
 pub mod rest;
 pub mod serve;
+pub mod tearsheet;

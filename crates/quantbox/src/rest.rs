@@ -140,30 +140,37 @@ fn query_args(q: BTreeMap<String, String>, allowed: &[(&str, QType)]) -> Result<
                 ),
             ));
         };
-        let val =
-            match ty {
-                QType::Str => Value::String(v),
-                // `?metrics=` is an empty list, not a list of one empty name.
-                QType::List if v.trim().is_empty() => Value::Array(Vec::new()),
-                QType::List => Value::Array(
-                    v.split(',')
-                        .map(|x| Value::String(x.trim().to_owned()))
-                        .collect(),
-                ),
-                QType::Int => Value::from(v.parse::<i64>().map_err(|_| {
+        let val = match ty {
+            QType::Str => Value::String(v),
+            // `?metrics=` is an empty list, not a list of one empty name.
+            QType::List if v.trim().is_empty() => Value::Array(Vec::new()),
+            QType::List => Value::Array(
+                v.split(',')
+                    .map(|x| Value::String(x.trim().to_owned()))
+                    .collect(),
+            ),
+            QType::Int => {
+                Value::from(v.parse::<i64>().map_err(|_| {
                     OpError::invalid(name, format!("must be an integer, got {v:?}"))
-                })?),
-                QType::Bool => match v.as_str() {
-                    "true" => Value::Bool(true),
-                    "false" => Value::Bool(false),
-                    _ => {
-                        return Err(OpError::invalid(
-                            name,
-                            format!("must be true or false, got {v:?}"),
-                        ));
-                    }
-                },
-            };
+                })?)
+            }
+            QType::Num => v
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| OpError::invalid(name, format!("must be a number, got {v:?}")))?,
+            QType::Bool => match v.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => {
+                    return Err(OpError::invalid(
+                        name,
+                        format!("must be true or false, got {v:?}"),
+                    ));
+                }
+            },
+        };
         obj.insert((*name).to_owned(), val);
     }
     if !metadata.is_empty() {
@@ -216,6 +223,8 @@ enum QType {
     Bool,
     /// Comma-separated strings, as an array.
     List,
+    /// A JSON number.
+    Num,
 }
 
 async fn call_tool(
@@ -542,6 +551,152 @@ async fn system_metrics(
     TextReply(r, StatusCode::OK)
 }
 
+/// `POST /api/v1/import/{kind}` with the file as the body: `?strategy=`, `?symbol=`,
+/// `?file=` (its name, for messages) and `?map=ours=theirs,ours2=theirs2` (the user's
+/// column names).
+async fn import_file(
+    State(s): State<RestState>,
+    Path(kind): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let r = async {
+        let kind = quantbox_ops::imports::ImportKind::parse(&kind).ok_or_else(|| {
+            OpError::not_found(format!(
+                "nothing to import as `{kind}`; the kinds are returns, orders, fills, trades, prices"
+            ))
+        })?;
+        let mut req = quantbox_ops::imports::ImportRequest::default();
+        for (k, v) in q {
+            match k.as_str() {
+                "strategy" => req.strategy = Some(v),
+                "symbol" => req.symbol = Some(v),
+                "file" => req.file = Some(v),
+                "map" => {
+                    for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
+                        let (ours, theirs) = pair.split_once('=').ok_or_else(|| {
+                            OpError::invalid(
+                                "map",
+                                format!("`{pair}` is not OURS=THEIRS (e.g. order_id=OrderRef)"),
+                            )
+                        })?;
+                        req.mapping
+                            .push((ours.trim().to_owned(), theirs.trim().to_owned()));
+                    }
+                }
+                _ => {
+                    return Err(OpError::invalid(
+                        &k,
+                        "unknown query parameter; the known ones are strategy, symbol, file, map",
+                    ));
+                }
+            }
+        }
+        let body = body.map_err(|e| OpError::invalid("body", e.body_text()))?;
+        req.text = String::from_utf8(body.to_vec()).map_err(|e| {
+            OpError::invalid(
+                "body",
+                format!("the file is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            )
+        })?;
+        let out = s.ops.import(kind, req).await?;
+        quantbox_ops::to_value(out)
+    }
+    .await;
+    Reply(r, StatusCode::OK)
+}
+
+async fn strategies(State(s): State<RestState>) -> Reply {
+    let r = s
+        .ops
+        .strategies()
+        .await
+        .and_then(|v| Ok(json!({"strategies": quantbox_ops::to_value(v)?})));
+    Reply(r, StatusCode::OK)
+}
+
+async fn symbols(State(s): State<RestState>) -> Reply {
+    let r = s
+        .ops
+        .symbols()
+        .await
+        .and_then(|v| Ok(json!({"symbols": quantbox_ops::to_value(v)?})));
+    Reply(r, StatusCode::OK)
+}
+
+const REPORT_QUERY: [(&str, QType); 6] = [
+    ("period_days", QType::Int),
+    ("include_benchmark", QType::Bool),
+    ("use_gpu", QType::Bool),
+    ("benchmark", QType::Str),
+    ("risk_free_rate", QType::Num),
+    ("periods_per_year", QType::Num),
+];
+
+/// `performance_report` of the strategy in the path, arguments as query parameters.
+async fn strategy_report(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> TextReply {
+    let r = match query_flags(q, &REPORT_QUERY) {
+        Ok(mut args) => {
+            args.insert("strategy".into(), Value::String(name));
+            s.ops
+                .call_text("performance_report", Value::Object(args))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    TextReply(r, StatusCode::OK)
+}
+
+/// The HTML tearsheet of the strategy in the path (the report's query parameters).
+async fn strategy_tearsheet(
+    State(s): State<RestState>,
+    Path(name): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let r = async {
+        let mut args = query_flags(q, &REPORT_QUERY)?;
+        args.insert("strategy".into(), Value::String(name));
+        let input = args::parse(Value::Object(args))?;
+        let rws = s.ops.report_with_series(input).await?;
+        crate::tearsheet::from_report(&rws, &quantbox_sandbox::Timestamp::now().to_rfc3339())
+            .map_err(|e| OpError::new(ErrorCode::FailedPrecondition, format!("no tearsheet: {e}")))
+    }
+    .await;
+    match r {
+        Ok(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn strategy_health(State(s): State<RestState>, Path(name): Path<String>) -> TextReply {
+    TextReply(
+        s.ops
+            .call_text("monitor_strategy_health", json!({"strategy": name}))
+            .await,
+        StatusCode::OK,
+    )
+}
+
+async fn execution_analytics(
+    State(s): State<RestState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> TextReply {
+    let allowed = [("time_period", QType::Str), ("strategy", QType::Str)];
+    let r = match query_flags(q, &allowed) {
+        Ok(args) => {
+            s.ops
+                .call_text("get_execution_analytics", Value::Object(args))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    TextReply(r, StatusCode::OK)
+}
+
 /// Prometheus text exposition.
 async fn prometheus(State(s): State<RestState>) -> Response {
     match s.ops.monitor_handle() {
@@ -652,6 +807,16 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/deployments/{id}/scale", post(scale))
         .route("/api/v1/fleet/health", get(fleet_health))
         .route("/api/v1/metrics", get(system_metrics))
+        .route("/api/v1/import/{kind}", post(import_file))
+        .route("/api/v1/strategies", get(strategies))
+        .route("/api/v1/strategies/{name}/report", get(strategy_report))
+        .route(
+            "/api/v1/strategies/{name}/tearsheet",
+            get(strategy_tearsheet),
+        )
+        .route("/api/v1/strategies/{name}/health", get(strategy_health))
+        .route("/api/v1/analytics/execution", get(execution_analytics))
+        .route("/api/v1/market/symbols", get(symbols))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,6 +13,7 @@
 mod metrics;
 mod migrations;
 mod rows;
+mod trading;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

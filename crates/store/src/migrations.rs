@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "deployments, deployment events", sql: include_str!("../migrations/0002_deployments.sql") },
     Migration { version: 3, name: "paused sandboxes", sql: include_str!("../migrations/0003_paused.sql") },
     Migration { version: 4, name: "metric minute aggregates", sql: include_str!("../migrations/0004_metric_minutes.sql") },
+    Migration { version: 5, name: "trading: strategies, series, orders, fills, trades, heartbeats, bars", sql: include_str!("../migrations/0005_trading.sql") },
 ];
 
 /// The newest schema version this build knows.
