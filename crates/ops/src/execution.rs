@@ -418,8 +418,9 @@ impl Ops {
         .map_err(|e| OpError::internal(format!("reading the strategy: {e}")))??;
         let returns = match &series {
             Some((kind, points)) => daily_returns(*kind, points)?,
-            None => an::Returns::new(&[]).expect("empty is valid"),
+            None => None,
         };
+        let values: &[f64] = returns.as_ref().map_or(&[], |r| r.values());
         let exec = (!orders.is_empty())
             .then(|| execution_stats(&orders, &fills))
             .transpose()?;
@@ -431,7 +432,7 @@ impl Ops {
         let rules = health::HealthRules::default();
         let h = health::strategy_health(
             &health::HealthInputs {
-                returns: returns.values(),
+                returns: values,
                 periods_per_year: 252.0,
                 risk_free: 0.0,
                 execution: exec.as_ref().map(health::ExecutionFacts::from),
@@ -469,7 +470,7 @@ impl Ops {
             metrics.insert("fill_rate_by_orders".into(), e.fill_rate_by_orders);
             metrics.insert("mean_slippage_bps".into(), e.slippage.mean_bps);
         }
-        metrics.insert("observations".into(), Some(returns.len() as f64));
+        metrics.insert("observations".into(), Some(values.len() as f64));
         let last = [
             info.last_ms,
             orders.iter().map(|o| o.submit_ms).max(),

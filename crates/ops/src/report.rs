@@ -141,10 +141,10 @@ pub struct ReportOutput {
 /// A report with its inputs.
 pub struct ReportWithSeries {
     pub report: ReportOutput,
-    /// The period's daily returns.
-    pub returns: Returns,
-    /// The benchmark's symbol and daily returns, when asked for.
-    pub benchmark: Option<(String, Returns)>,
+    /// The period's daily returns (`None`: there are none).
+    pub returns: Option<Returns>,
+    /// The benchmark's symbol and daily returns (`None`: no prices), when asked for.
+    pub benchmark: Option<(String, Option<Returns>)>,
 }
 
 /// Parameters of [`build_report`].
@@ -186,7 +186,11 @@ fn date_of(day: Day) -> Date {
 
 /// A strategy's series as daily returns: returns as they are; an equity curve's last
 /// value per day, turned into returns.
-pub fn daily_returns(kind: SeriesKind, points: &[SeriesPoint]) -> Result<Returns, OpError> {
+/// `None` when there is no return (no point, or a single equity point).
+pub fn daily_returns(
+    kind: SeriesKind,
+    points: &[SeriesPoint],
+) -> Result<Option<Returns>, OpError> {
     let bad = |e: an::SeriesError| {
         OpError::new(
             ErrorCode::FailedPrecondition,
@@ -199,7 +203,10 @@ pub fn daily_returns(kind: SeriesKind, points: &[SeriesPoint]) -> Result<Returns
                 .iter()
                 .map(|p| (date_of(Day::from_ms(p.t_ms)), p.value))
                 .collect();
-            Returns::new(&pts).map_err(bad)
+            if pts.is_empty() {
+                return Ok(None);
+            }
+            Returns::new(&pts).map(Some).map_err(bad)
         }
         SeriesKind::Equity => {
             let mut daily: Vec<(Date, f64)> = Vec::with_capacity(points.len());
@@ -211,33 +218,40 @@ pub fn daily_returns(kind: SeriesKind, points: &[SeriesPoint]) -> Result<Returns
                 }
             }
             if daily.len() < 2 {
-                return Returns::new(&[]).map_err(bad);
+                return Ok(None);
             }
-            an::equity_to_returns(&daily).map_err(bad)
+            an::equity_to_returns(&daily).map(Some).map_err(bad)
         }
     }
 }
 
 /// Daily returns of a symbol's adjusted close, each dated at its later day.
-pub fn bar_returns(bars: &[Bar]) -> Result<Returns, OpError> {
+/// `None` with fewer than two bars.
+pub fn bar_returns(bars: &[Bar]) -> Result<Option<Returns>, OpError> {
     let pts: Vec<(Date, f64)> = bars
         .windows(2)
         .map(|w| (date_of(w[1].day), w[1].adj_close / w[0].adj_close - 1.0))
         .collect();
-    Returns::new(&pts).map_err(|e| OpError::internal(format!("benchmark returns: {e}")))
+    if pts.is_empty() {
+        return Ok(None);
+    }
+    Returns::new(&pts)
+        .map(Some)
+        .map_err(|e| OpError::internal(format!("benchmark returns: {e}")))
 }
 
 /// The last `period_days` calendar days of `r` (0 = all).
-pub fn last_days(r: &Returns, period_days: i64) -> Returns {
-    if period_days == 0 || r.is_empty() {
-        return r.clone();
+pub fn last_days(r: Option<Returns>, period_days: i64) -> Option<Returns> {
+    let r = r?;
+    if period_days == 0 {
+        return Some(r);
     }
     let end = r.last_date();
     let from = r
         .dates()
         .partition_point(|d| end.days_since(*d) >= period_days);
-    Returns::from_parts(r.dates()[from..].to_vec(), r.values()[from..].to_vec())
-        .expect("a slice of a valid series is valid")
+    // The last return is always in the period (it is 0 days before the end).
+    Returns::from_parts(r.dates()[from..].to_vec(), r.values()[from..].to_vec()).ok()
 }
 
 fn put(
@@ -259,8 +273,8 @@ fn put(
 /// trades, and an optional benchmark (symbol, its returns).
 pub fn build_report(
     strategy: &str,
-    returns: &Returns,
-    benchmark: Option<(&str, &Returns)>,
+    returns: Option<&Returns>,
+    benchmark: Option<(&str, Option<&Returns>)>,
     pnls: &[f64],
     p: &ReportParams,
     started: Instant,
@@ -273,7 +287,8 @@ pub fn build_report(
     let mut reasons = BTreeMap::new();
     let (mut perf, mut risk) = (PerformanceOut::default(), RiskOut::default());
     let mut bench_out = None;
-    let period = if returns.is_empty() {
+    let period = match returns {
+        None => {
         for path in [
             "performance.total_return",
             "performance.annualized_return",
@@ -300,8 +315,9 @@ pub fn build_report(
             missing: 0,
             period_days: p.period_days,
         }
-    } else {
-        let r = an::report(returns, benchmark.map(|b| b.1), &cfg)
+        }
+        Some(returns) => {
+        let r = an::report(returns, benchmark.and_then(|b| b.1), &cfg)
             .map_err(|e| OpError::invalid("periods_per_year", e.to_string()))?;
         let rs = &r.reasons;
         perf.total_return = put(
@@ -360,12 +376,15 @@ pub fn build_report(
         risk.kurtosis = put(&mut reasons, rs, "kurtosis", "risk.kurtosis", r.kurtosis);
         if let Some((symbol, b)) = benchmark {
             let in_range: Vec<f64> = b
-                .dates()
-                .iter()
-                .zip(b.values())
-                .filter(|(d, _)| **d >= r.first_date && **d <= r.last_date)
-                .map(|(_, v)| *v)
-                .collect();
+                .map(|b| {
+                    b.dates()
+                        .iter()
+                        .zip(b.values())
+                        .filter(|(d, _)| **d >= r.first_date && **d <= r.last_date)
+                        .map(|(_, v)| *v)
+                        .collect()
+                })
+                .unwrap_or_default();
             let total = (!in_range.is_empty()).then(|| an::total_return(&in_range));
             if total.is_none() {
                 reasons.insert(
@@ -438,6 +457,7 @@ pub fn build_report(
             observations: r.observations,
             missing: r.missing,
             period_days: p.period_days,
+        }
         }
     };
     let t =
@@ -590,9 +610,9 @@ impl Ops {
             })?;
             let returns = match store.series(&strategy)? {
                 Some((kind, points)) => daily_returns(kind, &points)?,
-                None => Returns::new(&[]).expect("empty is valid"),
+                None => None,
             };
-            let returns = last_days(&returns, params.period_days);
+            let returns = last_days(returns, params.period_days);
             let bench = if include {
                 let sym = symbol.unwrap_or_else(|| DEFAULT_BENCHMARK.to_owned());
                 let known = store.symbols()?;
@@ -607,10 +627,9 @@ impl Ops {
                 }
                 // From a little before the first return: its day's benchmark return needs
                 // the close before it.
-                let (from, to) = if returns.is_empty() {
-                    (Day(i32::MIN), Day(i32::MAX))
-                } else {
-                    (Day(day_of(returns.first_date()).0 - 10), day_of(returns.last_date()))
+                let (from, to) = match &returns {
+                    None => (Day(i32::MIN), Day(i32::MAX)),
+                    Some(r) => (Day(day_of(r.first_date()).0 - 10), day_of(r.last_date())),
                 };
                 let bars = store.bars(&sym, from, to)?;
                 Some((sym, bar_returns(&bars)?))
@@ -620,8 +639,8 @@ impl Ops {
             let pnls: Vec<f64> = store.trades(&strategy)?.iter().map(|t| t.pnl).collect();
             let report = build_report(
                 &strategy,
-                &returns,
-                bench.as_ref().map(|(s, r)| (s.as_str(), r)),
+                returns.as_ref(),
+                bench.as_ref().map(|(s, r)| (s.as_str(), r.as_ref())),
                 &pnls,
                 &params,
                 started,
@@ -654,7 +673,7 @@ pub fn offline_report(
     };
     let (kind, points) =
         import::parse_returns(returns_csv, &[]).map_err(|e| file_err("returns", e))?;
-    let returns = last_days(&daily_returns(kind, &points)?, params.period_days);
+    let returns = last_days(daily_returns(kind, &points)?, params.period_days);
     let bench = match benchmark {
         Some((symbol, text)) => {
             let r = match import::parse_prices(text, &[]) {
@@ -670,8 +689,8 @@ pub fn offline_report(
     };
     let report = build_report(
         name,
-        &returns,
-        bench.as_ref().map(|(s, r)| (s.as_str(), r)),
+        returns.as_ref(),
+        bench.as_ref().map(|(s, r)| (s.as_str(), r.as_ref())),
         &[],
         params,
         started,

@@ -1328,8 +1328,11 @@ pub fn from_report(
         .iter()
         .map(|(field, why)| format!("{field}: {why}"))
         .collect();
-    let returns = days(&r.returns);
-    let bench = r.benchmark.as_ref().map(|(s, b)| (s.as_str(), days(b)));
+    let returns = r.returns.as_ref().map(days).unwrap_or_default();
+    let bench = r
+        .benchmark
+        .as_ref()
+        .map(|(s, b)| (s.as_str(), b.as_ref().map(days).unwrap_or_default()));
     render(&TearsheetInput {
         strategy: &o.strategy,
         generated_at,
