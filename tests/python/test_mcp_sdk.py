@@ -60,6 +60,9 @@ EXPECTED_TOOLS = {
     "monitor_e2b_health",
     "export_e2b_template",
     "get_system_metrics",
+    "performance_report",
+    "get_execution_analytics",
+    "monitor_strategy_health",
 }
 
 # tool -> (parameter names of the contract, required, {parameter: default})
@@ -113,6 +116,21 @@ SCHEMA_CONTRACT: dict[str, tuple[set[str], set[str], dict[str, Any]]] = {
         {"metrics", "time_range_minutes", "include_history"},
         set(),
         {"metrics": ["cpu", "memory", "disk", "network"], "time_range_minutes": 60, "include_history": False},
+    ),
+    "performance_report": (
+        {"strategy", "period_days", "include_benchmark", "use_gpu", "benchmark", "risk_free_rate", "periods_per_year"},
+        {"strategy"},
+        {"period_days": 30, "include_benchmark": False, "use_gpu": False, "risk_free_rate": 0.0, "periods_per_year": 252.0},
+    ),
+    "get_execution_analytics": (
+        {"time_period", "strategy"},
+        set(),
+        {"time_period": "24h"},
+    ),
+    "monitor_strategy_health": (
+        {"strategy"},
+        {"strategy"},
+        {},
     ),
 }
 
@@ -216,6 +234,7 @@ class Walk:
         await self.check_list(sid)
         await self.check_status(sid)
         await self.check_system_metrics(sid)
+        await self.check_trading_tools()
         await self.check_bad_input(sid)
         await self.check_terminate(sid)
         await self.check_deployments()
@@ -388,6 +407,22 @@ class Walk:
         self.ok(f"get_system_metrics: memory total = MemTotal, {cpu['cores']} cores, gpu "
                 f"{'devices' if isinstance(gpu, list) else 'unavailable with a reason'}, {sb['running']} running, "
                 f"history of {mh['samples']} memory readings; unknown metric and 10081 minutes refused")
+
+    async def check_trading_tools(self) -> None:
+        e = await self.call_err("performance_report", {"strategy": "no-such-strategy-pysdk"})
+        self.check_error(e, "not_found", None, "performance_report of an unknown strategy")
+        e = await self.call_err("performance_report", {"strategy": "x", "period_days": "30"})
+        self.check_error(e, "invalid_argument", "period_days", "period_days as a string")
+        e = await self.call_err("monitor_strategy_health", {"strategy": "no-such-strategy-pysdk"})
+        self.check_error(e, "not_found", None, "monitor_strategy_health of an unknown strategy")
+        x = await self.call("get_execution_analytics", {"time_period": "1h", "strategy": "no-such-strategy-pysdk"})
+        check(x.get("orders", {}).get("total") == 0 and x.get("slippage", {}).get("avg_bps") is None
+              and isinstance(x.get("note"), str),
+              f"an empty window should give zero counts, null averages and a note, got {x!r}")
+        e = await self.call_err("get_execution_analytics", {"time_period": "2d"})
+        self.check_error(e, "invalid_argument", "time_period", "an unknown time_period")
+        self.ok("performance_report / monitor_strategy_health: unknown strategy -> not_found; "
+                "get_execution_analytics: empty window -> zero counts with a note; bad arguments named")
 
     async def check_bad_input(self, sid: str) -> None:
         e = await self.call_err("create_e2b_sandbox", {"name": f"pysdk-bad-{os.getpid()}", "timeout": "300"})

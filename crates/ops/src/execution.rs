@@ -15,7 +15,7 @@ use crate::error::OpError;
 use crate::report::{check_strategy, daily_returns};
 
 /// The window of `get_execution_analytics`, ending now.
-#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum TimePeriod {
     #[serde(rename = "1h")]
     Hour,

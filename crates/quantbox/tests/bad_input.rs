@@ -613,6 +613,9 @@ fn cases() -> Vec<Case> {
     let h = "monitor_e2b_health";
     let x = "export_e2b_template";
     let m = "get_system_metrics";
+    let pr = "performance_report";
+    let ea = "get_execution_analytics";
+    let sh = "monitor_strategy_health";
     let dep = UNKNOWN_DEPLOYMENT;
     // What the flags of `deployment create|scale`, `health` and `sandbox export` cannot say.
     const NEW_CLI: &str = "a JSON type the CLI's flags cannot express";
@@ -818,6 +821,25 @@ fn cases() -> Vec<Case> {
             .clap(&["metrics", "--history", "1.5"], "--history"),
         case(m, "include_history \"true\"", json!({"include_history": "true"}), IA, "include_history").no_cli(NEW_CLI),
         case(m, "unknown field", json!({"metric": ["cpu"]}), IA, "metric").no_cli(NEW_CLI),
+        // performance_report, get_execution_analytics, monitor_strategy_health
+        case(pr, "missing strategy", json!({}), IA, "strategy").no_cli(NEW_CLI),
+        case(pr, "strategy with a space", json!({"strategy": "a b"}), IA, "strategy").no_cli(NEW_CLI),
+        case(pr, "unknown strategy", json!({"strategy": "nobody"}), NF, "nobody").no_cli(NEW_CLI),
+        case(pr, "period_days -1", json!({"strategy": "s", "period_days": -1}), IA, "period_days: must be between 0 and 36500")
+            .no_cli(NEW_CLI),
+        case(pr, "period_days \"30\"", json!({"strategy": "s", "period_days": "30"}), IA, "period_days").no_cli(NEW_CLI),
+        case(pr, "periods_per_year 0", json!({"strategy": "s", "periods_per_year": 0}), IA, "periods_per_year").no_cli(NEW_CLI),
+        case(pr, "risk_free_rate 5", json!({"strategy": "s", "risk_free_rate": 5}), IA, "risk_free_rate").no_cli(NEW_CLI),
+        case(pr, "include_benchmark \"yes\"", json!({"strategy": "s", "include_benchmark": "yes"}), IA, "include_benchmark")
+            .no_cli(NEW_CLI),
+        case(pr, "use_gpu 1", json!({"strategy": "s", "use_gpu": 1}), IA, "use_gpu").no_cli(NEW_CLI),
+        case(ea, "time_period 2d", json!({"time_period": "2d"}), IA, "time_period").no_cli(NEW_CLI),
+        case(ea, "time_period 24", json!({"time_period": 24}), IA, "time_period").no_cli(NEW_CLI),
+        case(ea, "strategy of 65 characters", json!({"strategy": long_name}), IA, "strategy").no_cli(NEW_CLI),
+        case(ea, "unknown field", json!({"period": "24h"}), IA, "period").no_cli(NEW_CLI),
+        case(sh, "missing strategy", json!({}), IA, "strategy").no_cli(NEW_CLI),
+        case(sh, "strategy is a number", json!({"strategy": 7}), IA, "strategy").no_cli(NEW_CLI),
+        case(sh, "unknown strategy", json!({"strategy": "nobody"}), NF, "nobody").no_cli(NEW_CLI),
         // More of the four tools above. Their CLI verbs (`deployment create|scale`, `health`,
         // `sandbox export`) are tested in tests/frontends.rs.
         case(d, "configuration [1] (an array)", deploy(json!([1])), IA, "configuration").no_cli(CLI_ELSEWHERE),
