@@ -187,10 +187,7 @@ fn date_of(day: Day) -> Date {
 /// A strategy's series as daily returns: returns as they are; an equity curve's last
 /// value per day, turned into returns.
 /// `None` when there is no return (no point, or a single equity point).
-pub fn daily_returns(
-    kind: SeriesKind,
-    points: &[SeriesPoint],
-) -> Result<Option<Returns>, OpError> {
+pub fn daily_returns(kind: SeriesKind, points: &[SeriesPoint]) -> Result<Option<Returns>, OpError> {
     let bad = |e: an::SeriesError| {
         OpError::new(
             ErrorCode::FailedPrecondition,
@@ -289,175 +286,175 @@ pub fn build_report(
     let mut bench_out = None;
     let period = match returns {
         None => {
-        for path in [
-            "performance.total_return",
-            "performance.annualized_return",
-            "performance.sharpe_ratio",
-            "performance.sortino_ratio",
-            "performance.calmar_ratio",
-            "performance.max_drawdown",
-            "performance.max_drawdown_duration_days",
-            "risk.volatility",
-            "risk.var_95",
-            "risk.cvar_95",
-            "risk.skewness",
-            "risk.kurtosis",
-        ] {
-            reasons.insert(
-                path.to_owned(),
-                "the strategy has no returns in the period".to_owned(),
-            );
-        }
-        PeriodOut {
-            start: None,
-            end: None,
-            observations: 0,
-            missing: 0,
-            period_days: p.period_days,
-        }
-        }
-        Some(returns) => {
-        let r = an::report(returns, benchmark.and_then(|b| b.1), &cfg)
-            .map_err(|e| OpError::invalid("periods_per_year", e.to_string()))?;
-        let rs = &r.reasons;
-        perf.total_return = put(
-            &mut reasons,
-            rs,
-            "total_return",
-            "performance.total_return",
-            r.total_return,
-        );
-        perf.annualized_return = put(
-            &mut reasons,
-            rs,
-            "annualized_return",
-            "performance.annualized_return",
-            r.annualized_return,
-        );
-        perf.sharpe_ratio = put(
-            &mut reasons,
-            rs,
-            "sharpe",
-            "performance.sharpe_ratio",
-            r.sharpe,
-        );
-        perf.sortino_ratio = put(
-            &mut reasons,
-            rs,
-            "sortino",
-            "performance.sortino_ratio",
-            r.sortino,
-        );
-        perf.calmar_ratio = put(
-            &mut reasons,
-            rs,
-            "calmar",
-            "performance.calmar_ratio",
-            r.calmar,
-        );
-        perf.max_drawdown = put(
-            &mut reasons,
-            rs,
-            "max_drawdown",
-            "performance.max_drawdown",
-            r.max_drawdown,
-        );
-        perf.max_drawdown_duration_days = Some(r.max_drawdown_duration_days);
-        risk.volatility = put(
-            &mut reasons,
-            rs,
-            "volatility",
-            "risk.volatility",
-            r.volatility,
-        );
-        risk.var_95 = put(&mut reasons, rs, "var_95", "risk.var_95", r.var_95);
-        risk.cvar_95 = put(&mut reasons, rs, "cvar_95", "risk.cvar_95", r.cvar_95);
-        risk.skewness = put(&mut reasons, rs, "skewness", "risk.skewness", r.skewness);
-        risk.kurtosis = put(&mut reasons, rs, "kurtosis", "risk.kurtosis", r.kurtosis);
-        if let Some((symbol, b)) = benchmark {
-            let in_range: Vec<f64> = b
-                .map(|b| {
-                    b.dates()
-                        .iter()
-                        .zip(b.values())
-                        .filter(|(d, _)| **d >= r.first_date && **d <= r.last_date)
-                        .map(|(_, v)| *v)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let total = (!in_range.is_empty()).then(|| an::total_return(&in_range));
-            if total.is_none() {
+            for path in [
+                "performance.total_return",
+                "performance.annualized_return",
+                "performance.sharpe_ratio",
+                "performance.sortino_ratio",
+                "performance.calmar_ratio",
+                "performance.max_drawdown",
+                "performance.max_drawdown_duration_days",
+                "risk.volatility",
+                "risk.var_95",
+                "risk.cvar_95",
+                "risk.skewness",
+                "risk.kurtosis",
+            ] {
                 reasons.insert(
-                    "benchmark.total_return".into(),
-                    format!(
-                        "{symbol} has no prices between {} and {}",
-                        r.first_date, r.last_date
-                    ),
+                    path.to_owned(),
+                    "the strategy has no returns in the period".to_owned(),
                 );
             }
-            let mut out = BenchmarkOut {
-                symbol: symbol.to_owned(),
-                total_return: total,
-                alpha: None,
-                beta: None,
-                correlation: None,
-                tracking_error: None,
-                information_ratio: None,
-                common_dates: 0,
-            };
-            match &r.benchmark {
-                Some(s) => {
-                    let br = &s.reasons;
-                    out.common_dates = s.common_dates;
-                    out.alpha = put(&mut reasons, br, "alpha", "benchmark.alpha", s.alpha);
-                    out.beta = put(&mut reasons, br, "beta", "benchmark.beta", s.beta);
-                    out.correlation = put(
-                        &mut reasons,
-                        br,
-                        "correlation",
-                        "benchmark.correlation",
-                        s.correlation,
-                    );
-                    out.tracking_error = put(
-                        &mut reasons,
-                        br,
-                        "tracking_error",
-                        "benchmark.tracking_error",
-                        s.tracking_error,
-                    );
-                    out.information_ratio = put(
-                        &mut reasons,
-                        br,
-                        "information_ratio",
-                        "benchmark.information_ratio",
-                        s.information_ratio,
+            PeriodOut {
+                start: None,
+                end: None,
+                observations: 0,
+                missing: 0,
+                period_days: p.period_days,
+            }
+        }
+        Some(returns) => {
+            let r = an::report(returns, benchmark.and_then(|b| b.1), &cfg)
+                .map_err(|e| OpError::invalid("periods_per_year", e.to_string()))?;
+            let rs = &r.reasons;
+            perf.total_return = put(
+                &mut reasons,
+                rs,
+                "total_return",
+                "performance.total_return",
+                r.total_return,
+            );
+            perf.annualized_return = put(
+                &mut reasons,
+                rs,
+                "annualized_return",
+                "performance.annualized_return",
+                r.annualized_return,
+            );
+            perf.sharpe_ratio = put(
+                &mut reasons,
+                rs,
+                "sharpe",
+                "performance.sharpe_ratio",
+                r.sharpe,
+            );
+            perf.sortino_ratio = put(
+                &mut reasons,
+                rs,
+                "sortino",
+                "performance.sortino_ratio",
+                r.sortino,
+            );
+            perf.calmar_ratio = put(
+                &mut reasons,
+                rs,
+                "calmar",
+                "performance.calmar_ratio",
+                r.calmar,
+            );
+            perf.max_drawdown = put(
+                &mut reasons,
+                rs,
+                "max_drawdown",
+                "performance.max_drawdown",
+                r.max_drawdown,
+            );
+            perf.max_drawdown_duration_days = Some(r.max_drawdown_duration_days);
+            risk.volatility = put(
+                &mut reasons,
+                rs,
+                "volatility",
+                "risk.volatility",
+                r.volatility,
+            );
+            risk.var_95 = put(&mut reasons, rs, "var_95", "risk.var_95", r.var_95);
+            risk.cvar_95 = put(&mut reasons, rs, "cvar_95", "risk.cvar_95", r.cvar_95);
+            risk.skewness = put(&mut reasons, rs, "skewness", "risk.skewness", r.skewness);
+            risk.kurtosis = put(&mut reasons, rs, "kurtosis", "risk.kurtosis", r.kurtosis);
+            if let Some((symbol, b)) = benchmark {
+                let in_range: Vec<f64> = b
+                    .map(|b| {
+                        b.dates()
+                            .iter()
+                            .zip(b.values())
+                            .filter(|(d, _)| **d >= r.first_date && **d <= r.last_date)
+                            .map(|(_, v)| *v)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let total = (!in_range.is_empty()).then(|| an::total_return(&in_range));
+                if total.is_none() {
+                    reasons.insert(
+                        "benchmark.total_return".into(),
+                        format!(
+                            "{symbol} has no prices between {} and {}",
+                            r.first_date, r.last_date
+                        ),
                     );
                 }
-                None => {
-                    let why = rs
-                        .get("benchmark")
-                        .cloned()
-                        .unwrap_or_else(|| format!("{symbol} and the strategy share no date"));
-                    for f in [
-                        "alpha",
-                        "beta",
-                        "correlation",
-                        "tracking_error",
-                        "information_ratio",
-                    ] {
-                        reasons.insert(format!("benchmark.{f}"), why.clone());
+                let mut out = BenchmarkOut {
+                    symbol: symbol.to_owned(),
+                    total_return: total,
+                    alpha: None,
+                    beta: None,
+                    correlation: None,
+                    tracking_error: None,
+                    information_ratio: None,
+                    common_dates: 0,
+                };
+                match &r.benchmark {
+                    Some(s) => {
+                        let br = &s.reasons;
+                        out.common_dates = s.common_dates;
+                        out.alpha = put(&mut reasons, br, "alpha", "benchmark.alpha", s.alpha);
+                        out.beta = put(&mut reasons, br, "beta", "benchmark.beta", s.beta);
+                        out.correlation = put(
+                            &mut reasons,
+                            br,
+                            "correlation",
+                            "benchmark.correlation",
+                            s.correlation,
+                        );
+                        out.tracking_error = put(
+                            &mut reasons,
+                            br,
+                            "tracking_error",
+                            "benchmark.tracking_error",
+                            s.tracking_error,
+                        );
+                        out.information_ratio = put(
+                            &mut reasons,
+                            br,
+                            "information_ratio",
+                            "benchmark.information_ratio",
+                            s.information_ratio,
+                        );
+                    }
+                    None => {
+                        let why = rs
+                            .get("benchmark")
+                            .cloned()
+                            .unwrap_or_else(|| format!("{symbol} and the strategy share no date"));
+                        for f in [
+                            "alpha",
+                            "beta",
+                            "correlation",
+                            "tracking_error",
+                            "information_ratio",
+                        ] {
+                            reasons.insert(format!("benchmark.{f}"), why.clone());
+                        }
                     }
                 }
+                bench_out = Some(out);
             }
-            bench_out = Some(out);
-        }
-        PeriodOut {
-            start: Some(r.first_date.to_string()),
-            end: Some(r.last_date.to_string()),
-            observations: r.observations,
-            missing: r.missing,
-            period_days: p.period_days,
-        }
+            PeriodOut {
+                start: Some(r.first_date.to_string()),
+                end: Some(r.last_date.to_string()),
+                observations: r.observations,
+                missing: r.missing,
+                period_days: p.period_days,
+            }
         }
     };
     let t =

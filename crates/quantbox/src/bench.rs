@@ -43,6 +43,7 @@ pub struct BenchArgs {
 pub(crate) enum Suite {
     Engine,
     Metrics,
+    Analytics,
     All,
 }
 
@@ -58,6 +59,7 @@ impl BenchArgs {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Stats {
     samples: Vec<f64>,
 }
@@ -73,6 +75,9 @@ impl Stats {
         }
         let idx = ((self.samples.len() - 1) as f64 * p).round() as usize;
         self.samples[idx]
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
     }
     pub(crate) fn mean(&self) -> f64 {
         self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
@@ -272,25 +277,40 @@ async fn create_and_true(app: &App, name: &str, steps: &mut Steps) -> Result<(f6
 }
 
 pub async fn run(a: BenchArgs) -> Result<()> {
+    if a.suite == Suite::Analytics {
+        // Pure computation: no sandbox, no root needed.
+        let m = tokio::task::spawn_blocking(move || {
+            let r = crate::bench_analytics::run(&a);
+            (a, r)
+        })
+        .await?;
+        return crate::bench_analytics::print(&m.0, &m.1?);
+    }
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark starts sandboxes with all limits, which needs root");
     }
     let metrics = match a.suite {
         Suite::Engine => None,
         Suite::Metrics | Suite::All => Some(crate::bench_metrics::run(&a).await?),
+        Suite::Analytics => None,
     };
     if a.suite == Suite::Metrics {
         return crate::bench_metrics::print(&a, metrics.as_ref().expect("measured"));
     }
     let report = engine(&a).await?;
+    let analytics = crate::bench_analytics::run(&a)?;
     if a.json {
         let mut report = report.unwrap_or(Value::Null);
         if let Some(m) = &metrics {
             report["metrics"] = m.json();
         }
+        report["analytics"] = analytics.json();
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if let Some(m) = &metrics {
-        crate::bench_metrics::print(&a, m)?;
+    } else {
+        if let Some(m) = &metrics {
+            crate::bench_metrics::print(&a, m)?;
+        }
+        crate::bench_analytics::print(&a, &analytics)?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Server commands build the engine in-process;
 //! `sandbox`, `template`, `deployment`, `health` and `metrics` (in [`crate::cli_metrics`])
-//! verbs are a thin REST client of a running server.
+//! verbs are a thin REST client of a running server, as are the trading verbs `import`,
+//! `report`, `analytics`, `strategy` and `market` (in [`crate::cli_trading`]).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -151,6 +152,8 @@ enum Command {
     /// CPU, memory, disks, network interfaces, GPUs and each sandbox's usage, as the
     /// server's collector last read them; --history adds min/avg/max/p95 over a range.
     Metrics(crate::cli_metrics::MetricsArgs),
+    #[command(flatten)]
+    Trading(crate::cli_trading::TradingCommand),
     /// Measure sandbox start-up, exec, terminate, pause/resume, export and scaling latency, and idle memory.
     Bench(crate::bench::BenchArgs),
 }
@@ -432,6 +435,10 @@ pub fn main() -> ExitCode {
                 init_logging("warn");
                 Ok(crate::cli_metrics::run(args).await)
             }
+            Command::Trading(cmd) => {
+                init_logging("warn");
+                Ok(crate::cli_trading::run(cmd).await)
+            }
         }
     });
     // A blocking read of stdin (MCP over stdio ended by a signal) must not hold the
@@ -472,13 +479,28 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, CallError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(b);
         }
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
+        self.execute(req).await
+    }
+
+    /// A request to `path` (under the server's URL) with the API key, for a body or an
+    /// answer other than JSON; send it with [`Client::execute`].
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
         }
+    }
+
+    /// Sends a request made by [`Client::request`].
+    pub(crate) async fn execute(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CallError> {
         req.send().await.map_err(|e| {
             CallError::Transport(format!(
                 "cannot reach the quantbox server at {} ({e}); start it with `quantbox serve` or set --url / QUANTBOX_URL",
@@ -488,7 +510,7 @@ impl Client {
     }
 
     /// A JSON answer, or the server's error.
-    async fn decode(&self, resp: reqwest::Response) -> Result<Value, CallError> {
+    pub(crate) async fn decode(&self, resp: reqwest::Response) -> Result<Value, CallError> {
         let status = resp.status();
         let body: Value = resp.json().await.map_err(|e| {
             CallError::Transport(format!(
@@ -674,7 +696,11 @@ pub(crate) fn fail(e: CallError) -> ExitCode {
 }
 
 /// Prints a result as JSON (`--json`) or with `human`; an error as [`fail`] does.
-fn show(c: &ClientArgs, r: Result<Value, CallError>, human: impl FnOnce(&Value)) -> ExitCode {
+pub(crate) fn show(
+    c: &ClientArgs,
+    r: Result<Value, CallError>,
+    human: impl FnOnce(&Value),
+) -> ExitCode {
     match r {
         Ok(v) => {
             if c.json {

@@ -69,8 +69,14 @@ async fn a_report_on_imported_returns_and_trades() {
     assert_eq!(r["period"]["observations"], 3);
     assert_eq!(r["period"]["start"], "2024-01-02");
     assert_eq!(r["period"]["end"], "2024-01-04");
-    assert!(close(f(&r["performance"]["total_return"]), 1.1 * 0.9 * 1.1 - 1.0), "{r}");
-    assert!(close(f(&r["performance"]["max_drawdown"]), 0.99 / 1.1 - 1.0), "{r}");
+    assert!(
+        close(f(&r["performance"]["total_return"]), 1.1 * 0.9 * 1.1 - 1.0),
+        "{r}"
+    );
+    assert!(
+        close(f(&r["performance"]["max_drawdown"]), 0.99 / 1.1 - 1.0),
+        "{r}"
+    );
     // Trades: 1 winner, 1 loser, 1 breakeven; win rate 1/3; profit factor 20 / 10.
     assert_eq!(r["trades"]["total"], 3);
     assert_eq!(r["trades"]["breakeven"], 1);
@@ -80,10 +86,19 @@ async fn a_report_on_imported_returns_and_trades() {
     assert_eq!(r["compute"]["device"], "cpu");
     assert!(r.get("benchmark").is_none());
     // use_gpu: still the CPU, and it says why.
-    let g = report(&e, json!({"strategy": "hand", "period_days": 0, "use_gpu": true})).await;
+    let g = report(
+        &e,
+        json!({"strategy": "hand", "period_days": 0, "use_gpu": true}),
+    )
+    .await;
     assert_eq!(g["compute"]["device"], "cpu");
     assert_eq!(g["compute"]["gpu_requested"], true);
-    assert!(g["compute"]["note"].as_str().unwrap().contains("no GPU code path"));
+    assert!(
+        g["compute"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no GPU code path")
+    );
     // period_days: the last 1 calendar day is the last return only.
     let last = report(&e, json!({"strategy": "hand", "period_days": 1})).await;
     assert_eq!(last["period"]["observations"], 1);
@@ -98,28 +113,65 @@ async fn edge_cases_give_nulls_with_reasons_never_nan() {
     }
     let e = Engine::start_with(|c| c.warm_pool = 0).await;
     // One observation: figures that need more are null, each with its reason.
-    import(&e, ImportKind::Returns, Some("one"), "date,return\n2024-01-02,0.01\n").await;
+    import(
+        &e,
+        ImportKind::Returns,
+        Some("one"),
+        "date,return\n2024-01-02,0.01\n",
+    )
+    .await;
     let r = report(&e, json!({"strategy": "one", "period_days": 0})).await;
     assert!(r["risk"]["volatility"].is_null());
-    assert!(r["reasons"]["risk.volatility"].as_str().unwrap().contains("at least"));
+    assert!(
+        r["reasons"]["risk.volatility"]
+            .as_str()
+            .unwrap()
+            .contains("at least")
+    );
     assert!(r["performance"]["sharpe_ratio"].is_null());
-    assert!(r["reasons"]["performance.win_rate"].is_string(), "no trades: {r}");
+    assert!(
+        r["reasons"]["performance.win_rate"].is_string(),
+        "no trades: {r}"
+    );
     // Constant returns: Sharpe would be +inf: null with the reason.
     let constant: String = (1..=20)
         .map(|d| format!("2024-02-{d:02},0.001\n"))
         .collect();
-    import(&e, ImportKind::Returns, Some("flat"), &format!("date,return\n{constant}")).await;
+    import(
+        &e,
+        ImportKind::Returns,
+        Some("flat"),
+        &format!("date,return\n{constant}"),
+    )
+    .await;
     let r = report(&e, json!({"strategy": "flat", "period_days": 0})).await;
     assert!(r["performance"]["sharpe_ratio"].is_null(), "{r}");
-    assert!(r["reasons"]["performance.sharpe_ratio"].as_str().unwrap().contains("constant"));
+    assert!(
+        r["reasons"]["performance.sharpe_ratio"]
+            .as_str()
+            .unwrap()
+            .contains("constant")
+    );
     // All losses: total return below 0, the drawdown is the whole path.
     let losses: String = (1..=10)
         .map(|d| format!("2024-03-{d:02},-0.01\n"))
         .collect();
-    import(&e, ImportKind::Returns, Some("down"), &format!("date,return\n{losses}")).await;
+    import(
+        &e,
+        ImportKind::Returns,
+        Some("down"),
+        &format!("date,return\n{losses}"),
+    )
+    .await;
     let r = report(&e, json!({"strategy": "down", "period_days": 0})).await;
-    assert!(close(f(&r["performance"]["total_return"]), 0.99f64.powi(10) - 1.0));
-    assert!(close(f(&r["performance"]["max_drawdown"]), 0.99f64.powi(10) - 1.0));
+    assert!(close(
+        f(&r["performance"]["total_return"]),
+        0.99f64.powi(10) - 1.0
+    ));
+    assert!(close(
+        f(&r["performance"]["max_drawdown"]),
+        0.99f64.powi(10) - 1.0
+    ));
     assert!(r["performance"]["calmar_ratio"].is_number());
     // No benchmark overlap: the bundled S&P 500 ends in 2018.
     let r = report(
@@ -148,7 +200,10 @@ async fn edge_cases_give_nulls_with_reasons_never_nan() {
             for (k, v) in r[section].as_object().unwrap() {
                 if v.is_null() {
                     let path = format!("{section}.{k}");
-                    assert!(r["reasons"][&path].is_string(), "{s}: {path} is null without a reason: {text}");
+                    assert!(
+                        r["reasons"][&path].is_string(),
+                        "{s}: {path} is null without a reason: {text}"
+                    );
                 }
             }
         }
@@ -162,7 +217,13 @@ async fn bad_files_import_nothing_and_bad_arguments_name_the_field() {
         return;
     }
     let e = Engine::start_with(|c| c.warm_pool = 0).await;
-    import(&e, ImportKind::Returns, Some("s"), "date,return\n2024-01-02,0.01\n2024-01-03,0.02\n").await;
+    import(
+        &e,
+        ImportKind::Returns,
+        Some("s"),
+        "date,return\n2024-01-02,0.01\n2024-01-03,0.02\n",
+    )
+    .await;
     let ops = &e.app().ops;
     for (text, needle) in [
         ("date,return\n2024-01-05,0.01\n2024-01-04,0.02\n", "line 3"),
@@ -184,8 +245,16 @@ async fn bad_files_import_nothing_and_bad_arguments_name_the_field() {
             .await
             .expect_err(text);
         assert_eq!(err.code.as_str(), "invalid_argument");
-        assert!(err.message.contains(needle) || err.message.contains("data"), "{text}: {}", err.message);
-        assert!(err.message.contains("nothing was imported"), "{}", err.message);
+        assert!(
+            err.message.contains(needle) || err.message.contains("data"),
+            "{text}: {}",
+            err.message
+        );
+        assert!(
+            err.message.contains("nothing was imported"),
+            "{}",
+            err.message
+        );
     }
     // The earlier import is intact.
     let r = report(&e, json!({"strategy": "s", "period_days": 0})).await;
@@ -202,28 +271,87 @@ async fn bad_files_import_nothing_and_bad_arguments_name_the_field() {
         )
         .await
         .unwrap_err();
-    assert!(err.message.contains("has no order `nope`"), "{}", err.message);
+    assert!(
+        err.message.contains("has no order `nope`"),
+        "{}",
+        err.message
+    );
 
     for (tool, args, field) in [
         ("performance_report", json!({}), "strategy"),
-        ("performance_report", json!({"strategy": "s", "period_days": -1}), "period_days"),
-        ("performance_report", json!({"strategy": "s", "period_days": "30"}), "period_days"),
-        ("performance_report", json!({"strategy": "s", "periods_per_year": 0}), "periods_per_year"),
-        ("performance_report", json!({"strategy": "s", "risk_free_rate": 2}), "risk_free_rate"),
-        ("performance_report", json!({"strategy": "bad name"}), "strategy"),
-        ("performance_report", json!({"strategy": "s", "benchmark": "NOPE"}), "benchmark"),
-        ("performance_report", json!({"strategy": "s", "use_gpu": "yes"}), "use_gpu"),
-        ("get_execution_analytics", json!({"time_period": "2d"}), "time_period"),
-        ("get_execution_analytics", json!({"strategy": ""}), "strategy"),
+        (
+            "performance_report",
+            json!({"strategy": "s", "period_days": -1}),
+            "period_days",
+        ),
+        (
+            "performance_report",
+            json!({"strategy": "s", "period_days": "30"}),
+            "period_days",
+        ),
+        (
+            "performance_report",
+            json!({"strategy": "s", "periods_per_year": 0}),
+            "periods_per_year",
+        ),
+        (
+            "performance_report",
+            json!({"strategy": "s", "risk_free_rate": 2}),
+            "risk_free_rate",
+        ),
+        (
+            "performance_report",
+            json!({"strategy": "bad name"}),
+            "strategy",
+        ),
+        (
+            "performance_report",
+            json!({"strategy": "s", "benchmark": "NOPE"}),
+            "benchmark",
+        ),
+        (
+            "performance_report",
+            json!({"strategy": "s", "use_gpu": "yes"}),
+            "use_gpu",
+        ),
+        (
+            "get_execution_analytics",
+            json!({"time_period": "2d"}),
+            "time_period",
+        ),
+        (
+            "get_execution_analytics",
+            json!({"strategy": ""}),
+            "strategy",
+        ),
         ("monitor_strategy_health", json!({}), "strategy"),
-        ("monitor_strategy_health", json!({"strategy": 5}), "strategy"),
+        (
+            "monitor_strategy_health",
+            json!({"strategy": 5}),
+            "strategy",
+        ),
     ] {
-        let err = e.call(tool, args.clone()).await.expect_err(&args.to_string());
-        assert_eq!(err.code.as_str(), "invalid_argument", "{tool} {args}: {}", err.message);
-        assert!(err.message.starts_with(field), "{tool} {args}: {}", err.message);
+        let err = e
+            .call(tool, args.clone())
+            .await
+            .expect_err(&args.to_string());
+        assert_eq!(
+            err.code.as_str(),
+            "invalid_argument",
+            "{tool} {args}: {}",
+            err.message
+        );
+        assert!(
+            err.message.starts_with(field),
+            "{tool} {args}: {}",
+            err.message
+        );
     }
     for tool in ["performance_report", "monitor_strategy_health"] {
-        let err = e.call(tool, json!({"strategy": "nobody"})).await.unwrap_err();
+        let err = e
+            .call(tool, json!({"strategy": "nobody"}))
+            .await
+            .unwrap_err();
         assert_eq!(err.code.as_str(), "not_found", "{tool}");
     }
     e.shutdown().await;
@@ -252,7 +380,10 @@ async fn execution_analytics_and_health_from_imported_orders() {
     import(&e, ImportKind::Orders, Some("ex"), orders).await;
     import(&e, ImportKind::Fills, Some("ex"), fills).await;
     let x = e
-        .call("get_execution_analytics", json!({"time_period": "all", "strategy": "ex"}))
+        .call(
+            "get_execution_analytics",
+            json!({"time_period": "all", "strategy": "ex"}),
+        )
         .await
         .unwrap();
     assert_eq!(x["orders"]["total"], 4);
@@ -263,7 +394,10 @@ async fn execution_analytics_and_health_from_imported_orders() {
     assert_eq!(x["partial_fills"], 1);
     assert_eq!(x["failures"], 1);
     // By quantity: (100 + 20 + 10) / (100 + 50 + 40 + 10); by orders: 2 / 4.
-    assert!(close(f(&x["fill_rate"]["by_quantity"]), 130.0 / 200.0), "{x}");
+    assert!(
+        close(f(&x["fill_rate"]["by_quantity"]), 130.0 / 200.0),
+        "{x}"
+    );
     assert!(close(f(&x["fill_rate"]["by_orders"]), 0.5));
     let bps = [10.0, 20.0, 10.0, 0.0];
     let mean = bps.iter().sum::<f64>() / 4.0;
@@ -285,7 +419,13 @@ async fn execution_analytics_and_health_from_imported_orders() {
     assert_eq!(empty["time_period"], "24h");
     assert_eq!(empty["orders"]["total"], 0);
     assert!(empty["slippage"]["avg_bps"].is_null());
-    assert!(empty["note"].as_str().unwrap().contains("time_period `all`"), "{empty}");
+    assert!(
+        empty["note"]
+            .as_str()
+            .unwrap()
+            .contains("time_period `all`"),
+        "{empty}"
+    );
     // Health: fill rate by orders 50 % < 90 % and mean slippage 10 bps (not above 10):
     // execution fails on the fill rate only (-10); no returns, no feed: those are no_data.
     let h = e
