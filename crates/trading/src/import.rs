@@ -852,6 +852,30 @@ pub fn parse_returns(
     Ok((kind, points))
 }
 
+/// Refuses a second row with the same strategy and id, naming the first one's line.
+fn first_of(
+    seen: &mut HashMap<(String, String), u64>,
+    row: &Row<'_>,
+    column: &str,
+    kind: &str,
+    strategy: &str,
+    id: &str,
+) -> Result<(), ImportError> {
+    match seen.entry((strategy.to_owned(), id.to_owned())) {
+        Entry::Occupied(first) => Err(row.err(
+            column,
+            format!(
+                "{kind} `{id}` of strategy `{strategy}` is on line {} too",
+                first.get()
+            ),
+        )),
+        Entry::Vacant(slot) => {
+            slot.insert(row.line);
+            Ok(())
+        }
+    }
+}
+
 /// Orders (`simulated` = false), in the file's order.
 pub fn parse_orders(
     text: &str,
@@ -875,20 +899,7 @@ pub fn parse_orders(
     for row in table.rows() {
         let strategy = row.strategy(default_strategy)?;
         let id = row.text("order_id")?.to_owned();
-        match seen.entry((strategy.clone(), id.clone())) {
-            Entry::Occupied(first) => {
-                return Err(row.err(
-                    "order_id",
-                    format!(
-                        "order `{id}` of strategy `{strategy}` is on line {} too",
-                        first.get()
-                    ),
-                ));
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(row.line);
-            }
-        }
+        first_of(&mut seen, &row, "order_id", "order", &strategy, &id)?;
         let symbol = row.text("symbol")?.to_owned();
         let side = row.side()?;
         let quantity = row.positive("quantity", true)?.unwrap_or_default();
@@ -1010,20 +1021,7 @@ pub fn parse_trades(
     for row in table.rows() {
         let strategy = row.strategy(default_strategy)?;
         let id = row.text("trade_id")?.to_owned();
-        match seen.entry((strategy.clone(), id.clone())) {
-            Entry::Occupied(first) => {
-                return Err(row.err(
-                    "trade_id",
-                    format!(
-                        "trade `{id}` of strategy `{strategy}` is on line {} too",
-                        first.get()
-                    ),
-                ));
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(row.line);
-            }
-        }
+        first_of(&mut seen, &row, "trade_id", "trade", &strategy, &id)?;
         let symbol = row.text("symbol")?.to_owned();
         let side = row.side()?;
         let quantity = row.positive("quantity", true)?.unwrap_or_default();
