@@ -11,19 +11,19 @@
 //! The virtualenv lives in `target/qb-anenv` (apart from the MCP SDK's `target/qb-pyenv`);
 //! it is (re)built when it is missing or when the requirements file or the Python version
 //! changed (a stamp file records both), under a file lock so that concurrent test runs do
-//! not build it twice.
+//! not build it twice (`common::python_venv`).
 //!
 //! Needs python3 and, the first time, network (pip); no root. Without them the test says
 //! why and passes — unless `QUANTBOX_REQUIRE_ALL_TESTS=1` (CI), where it fails.
 
+mod common;
+
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::fs::{self, File};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
-use nix::fcntl::{Flock, FlockArg};
+use common::{fnv1a, normalize};
 use quantbox_ops::report::{ReportParams, offline_report};
 use quantbox_trading::Bar;
 
@@ -31,197 +31,6 @@ use quantbox_trading::Bar;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const REQUIREMENTS: &str = "tests/python/requirements-analytics.txt";
 const VENV: &str = "qb-anenv";
-const STAMP: &str = ".qb-requirements-stamp";
-
-fn workspace_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-fn require_all() -> bool {
-    std::env::var("QUANTBOX_REQUIRE_ALL_TESTS").is_ok_and(|v| v == "1")
-}
-
-/// Skips the test, or fails it where every test must run.
-fn skip(reason: &str) {
-    if require_all() {
-        panic!("QUANTBOX_REQUIRE_ALL_TESTS=1, but this test cannot run: {reason}");
-    }
-    eprintln!("skipped: {reason}");
-}
-
-/// Why the virtualenv is not there.
-enum VenvError {
-    /// It cannot be made here (no python3, no venv module, no network): a skip.
-    Unavailable(String),
-    /// It was made but is wrong: always a failure.
-    Broken(anyhow::Error),
-}
-
-impl From<anyhow::Error> for VenvError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::Broken(e)
-    }
-}
-
-/// FNV-1a, 64 bits: a hash that stays the same across Rust versions.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-fn output_text(o: &Output) -> String {
-    format!(
-        "{}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run(cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))
-}
-
-/// Package names as pip compares them (PEP 503).
-fn normalize(req: &str) -> String {
-    let (name, version) = req.split_once("==").unwrap_or((req, ""));
-    let name: String = name
-        .trim()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c == '_' || c == '.' { '-' } else { c })
-        .collect();
-    format!("{name}=={}", version.trim())
-}
-
-/// Makes sure `target/qb-anenv` holds exactly the pinned requirements; returns its python.
-fn ensure_venv(root: &Path) -> Result<PathBuf, VenvError> {
-    let requirements = root.join(REQUIREMENTS);
-    let reqs = fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    let target = root.join("target");
-    fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-    let venv = target.join(VENV);
-    let python = venv.join("bin/python");
-
-    let lock_path = target.join(format!("{VENV}.lock"));
-    let lock_file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))?;
-
-    let version = match run(Command::new("python3").arg("--version")) {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        Ok(o) => {
-            return Err(VenvError::Unavailable(format!(
-                "`python3 --version` failed: {}",
-                output_text(&o)
-            )));
-        }
-        Err(e) => return Err(VenvError::Unavailable(format!("no python3: {e:#}"))),
-    };
-    let stamp = format!(
-        "requirements-analytics.txt fnv1a64 {:016x}\n{version}\n",
-        fnv1a(reqs.as_bytes())
-    );
-    if python.exists() && fs::read_to_string(venv.join(STAMP)).is_ok_and(|s| s == stamp) {
-        return Ok(python);
-    }
-
-    let t = Instant::now();
-    eprintln!(
-        "building {} ({version}) from {}",
-        venv.display(),
-        requirements.display()
-    );
-    if venv.exists() {
-        fs::remove_dir_all(&venv)
-            .with_context(|| format!("removing the stale {}", venv.display()))?;
-    }
-    let made = (|| -> Result<(), VenvError> {
-        let o = run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .map_err(|e| VenvError::Unavailable(format!("{e:#}")))?;
-        if !o.status.success() {
-            return Err(VenvError::Unavailable(format!(
-                "`python3 -m venv` failed: {}",
-                output_text(&o)
-            )));
-        }
-        let o = run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                "-q",
-                "-r",
-            ])
-            .arg(&requirements))
-        .map_err(|e| VenvError::Unavailable(format!("{e:#}")))?;
-        if !o.status.success() {
-            return Err(VenvError::Unavailable(format!(
-                "`pip install -r {}` failed (no network?): {}",
-                requirements.display(),
-                output_text(&o)
-            )));
-        }
-        // Every installed package must be one of the pins: a requirements file that misses
-        // a transitive dependency would let pip pick its version.
-        let o = run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "freeze",
-            "--disable-pip-version-check",
-        ]))?;
-        if !o.status.success() {
-            return Err(anyhow!("`pip freeze` failed: {}", output_text(&o)).into());
-        }
-        let pinned: Vec<String> = reqs
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(normalize)
-            .collect();
-        let unpinned: Vec<String> = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .filter(|l| !pinned.contains(&normalize(l)))
-            .map(str::to_owned)
-            .collect();
-        if !unpinned.is_empty() {
-            return Err(anyhow!(
-                "{} does not pin everything that got installed (with {version}): {unpinned:?}; \
-                 regenerate it from `pip freeze` of a fresh venv",
-                requirements.display()
-            )
-            .into());
-        }
-        fs::write(venv.join(STAMP), &stamp).context("writing the stamp")?;
-        Ok(())
-    })();
-    if let Err(e) = made {
-        let _ = fs::remove_dir_all(&venv);
-        return Err(e);
-    }
-    eprintln!(
-        "built {} in {:.1} s",
-        venv.display(),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(python)
-}
 
 /// `date,return` of a symbol's adjusted close: `adj_close[i] / adj_close[i-1] - 1`, dated at
 /// day i, each value with Rust's shortest round-trip formatting (parses back bit for bit).
@@ -247,7 +56,7 @@ fn bundled_returns(symbol: &str) -> String {
 
 #[test]
 fn report_agrees_with_empyrical_and_quantstats() {
-    let root = workspace_root();
+    let root = common::workspace_root();
 
     // Ours first: it needs no Python, and a failure here is ours whatever the venv does.
     let (aapl, spx) = (bundled_returns("AAPL"), bundled_returns("SPX"));
@@ -268,15 +77,8 @@ fn report_agrees_with_empyrical_and_quantstats() {
     let ours_json = serde_json::to_string_pretty(&ours).expect("serialising the report");
 
     let t = Instant::now();
-    let python = match ensure_venv(&root) {
-        Ok(p) => p,
-        Err(VenvError::Unavailable(reason)) => {
-            skip(&format!(
-                "cannot create the Python virtualenv target/{VENV}: {reason}"
-            ));
-            return;
-        }
-        Err(VenvError::Broken(e)) => panic!("the Python virtualenv target/{VENV}: {e:#}"),
+    let Some(python) = common::python_venv(VENV, REQUIREMENTS) else {
+        return;
     };
     let venv_s = t.elapsed().as_secs_f64();
 

@@ -1,13 +1,17 @@
 //! Shared test harness: an in-process engine on a private data directory and cgroup
 //! parent, helpers to run commands in sandboxes, a real `quantbox serve` child to call
-//! over REST, and checks that nothing of a sandbox is left on the host.
+//! over REST, checks that nothing of a sandbox is left on the host, and the pinned Python
+//! virtualenvs of the tests that run Python scripts.
 #![allow(dead_code)]
 
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, anyhow};
+use nix::fcntl::{Flock, FlockArg};
 use quantbox::app::{App, EngineConfig};
 use quantbox_ops::OpError;
 use serde_json::{Value, json};
@@ -412,4 +416,222 @@ impl Drop for Served {
         // Sandboxes outlive the server: after a failed test, end them here.
         clean_cgroups(&self.cgroup_parent);
     }
+}
+
+/// The workspace root, where `target/` and `tests/python/` are.
+pub fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// Skips the test, or fails it where every test must run (QUANTBOX_REQUIRE_ALL_TESTS=1).
+pub fn skip(reason: &str) {
+    if std::env::var("QUANTBOX_REQUIRE_ALL_TESTS").is_ok_and(|v| v == "1") {
+        panic!("QUANTBOX_REQUIRE_ALL_TESTS=1, but this test cannot run: {reason}");
+    }
+    eprintln!("skipped: {reason}");
+}
+
+/// The python of `target/{venv}`, a virtualenv that holds exactly the packages pinned in
+/// `requirements` (a path relative to the workspace root). It is (re)built when it is
+/// missing or when the requirements file or the Python version changed (a stamp file in it
+/// records both), under the file lock `target/{venv}.lock` so that concurrent test runs do
+/// not build it twice; a build that fails is removed.
+///
+/// `None` when it cannot be made here (no python3, no venv module, no network): the test
+/// was [`skip`]ped and must return, or, under QUANTBOX_REQUIRE_ALL_TESTS=1, it failed.
+/// A virtualenv that was made but is wrong (say, the requirements file does not pin a
+/// transitive dependency) always fails the test.
+pub fn python_venv(venv: &str, requirements: &str) -> Option<PathBuf> {
+    match ensure_venv(&workspace_root(), venv, requirements) {
+        Ok(python) => Some(python),
+        Err(VenvError::Unavailable(reason)) => {
+            skip(&format!(
+                "cannot create the Python virtualenv target/{venv}: {reason}"
+            ));
+            None
+        }
+        Err(VenvError::Broken(e)) => panic!("the Python virtualenv target/{venv}: {e:#}"),
+    }
+}
+
+const VENV_STAMP: &str = ".qb-requirements-stamp";
+
+/// Why the virtualenv is not there.
+enum VenvError {
+    /// It cannot be made here (no python3, no venv module, no network): a skip.
+    Unavailable(String),
+    /// It was made but is wrong: always a failure.
+    Broken(anyhow::Error),
+}
+
+impl From<anyhow::Error> for VenvError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Broken(e)
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across Rust versions.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Package names as pip compares them (PEP 503).
+pub fn normalize(req: &str) -> String {
+    let (name, version) = req.split_once("==").unwrap_or((req, ""));
+    let name: String = name
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c == '_' || c == '.' { '-' } else { c })
+        .collect();
+    format!("{name}=={}", version.trim())
+}
+
+fn output_text(o: &Output) -> String {
+    format!(
+        "{}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_quiet(cmd: &mut Command) -> anyhow::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))
+}
+
+/// Makes sure `target/{venv}` holds exactly the pinned requirements; returns its python.
+fn ensure_venv(root: &Path, venv: &str, requirements: &str) -> Result<PathBuf, VenvError> {
+    let requirements = root.join(requirements);
+    let reqs = fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let target = root.join("target");
+    fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    let lock_path = target.join(format!("{venv}.lock"));
+    let venv = target.join(venv);
+    let python = venv.join("bin/python");
+
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))?;
+
+    let version = match run_quiet(Command::new("python3").arg("--version")) {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Ok(o) => {
+            return Err(VenvError::Unavailable(format!(
+                "`python3 --version` failed: {}",
+                output_text(&o)
+            )));
+        }
+        Err(e) => return Err(VenvError::Unavailable(format!("no python3: {e:#}"))),
+    };
+    let stamp = format!(
+        "{} fnv1a64 {:016x}\n{version}\n",
+        requirements
+            .file_name()
+            .unwrap_or(requirements.as_os_str())
+            .to_string_lossy(),
+        fnv1a(reqs.as_bytes())
+    );
+    if python.exists() && fs::read_to_string(venv.join(VENV_STAMP)).is_ok_and(|s| s == stamp) {
+        return Ok(python);
+    }
+
+    let t = Instant::now();
+    eprintln!(
+        "building {} ({version}) from {}",
+        venv.display(),
+        requirements.display()
+    );
+    if venv.exists() {
+        fs::remove_dir_all(&venv)
+            .with_context(|| format!("removing the stale {}", venv.display()))?;
+    }
+    let made = (|| -> Result<(), VenvError> {
+        let o = run_quiet(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .map_err(|e| VenvError::Unavailable(format!("{e:#}")))?;
+        if !o.status.success() {
+            return Err(VenvError::Unavailable(format!(
+                "`python3 -m venv` failed: {}",
+                output_text(&o)
+            )));
+        }
+        let o = run_quiet(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "--progress-bar",
+                    "off",
+                    "-q",
+                    "-r",
+                ])
+                .arg(&requirements),
+        )
+        .map_err(|e| VenvError::Unavailable(format!("{e:#}")))?;
+        if !o.status.success() {
+            return Err(VenvError::Unavailable(format!(
+                "`pip install -r {}` failed (no network?): {}",
+                requirements.display(),
+                output_text(&o)
+            )));
+        }
+        // Every installed package must be one of the pins: a requirements file that misses
+        // a transitive dependency would let pip pick its version.
+        let o = run_quiet(Command::new(&python).args([
+            "-m",
+            "pip",
+            "freeze",
+            "--disable-pip-version-check",
+        ]))?;
+        if !o.status.success() {
+            return Err(anyhow!("`pip freeze` failed: {}", output_text(&o)).into());
+        }
+        let pinned: Vec<String> = reqs
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(normalize)
+            .collect();
+        let unpinned: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !pinned.contains(&normalize(l)))
+            .map(str::to_owned)
+            .collect();
+        if !unpinned.is_empty() {
+            return Err(anyhow!(
+                "{} does not pin everything that got installed (with {version}): {unpinned:?}; \
+                 regenerate it from `pip freeze` of a fresh venv",
+                requirements.display()
+            )
+            .into());
+        }
+        fs::write(venv.join(VENV_STAMP), &stamp).context("writing the stamp")?;
+        Ok(())
+    })();
+    if let Err(e) = made {
+        let _ = fs::remove_dir_all(&venv);
+        return Err(e);
+    }
+    eprintln!(
+        "built {} in {:.1} s",
+        venv.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(python)
 }
