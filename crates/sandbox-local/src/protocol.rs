@@ -58,7 +58,14 @@ pub struct InitConfig {
     pub deadline_unix_ms: i64,
     pub deadline_grace_ms: i64,
     pub nofile_limit: u64,
+    /// The quantbox binary, bound read-only at [`TOOLS_EXE`] inside (agents run it).
+    #[serde(default)]
+    pub tools_exe: Option<PathBuf>,
 }
+
+/// Where the quantbox binary is inside every sandbox: on a small tmpfs over `/run`, so
+/// nothing of it touches the sandbox's writable layer (or an exported template).
+pub const TOOLS_EXE: &str = "/run/quantbox/quantbox";
 
 /// What a command runs as, inside.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

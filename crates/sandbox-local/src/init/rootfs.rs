@@ -178,6 +178,11 @@ pub fn build(
     )?;
     timings.mark("tmp");
 
+    if let Some(exe) = &cfg.tools_exe {
+        bind_tools(r, exe, &owner)?;
+        timings.mark("tools");
+    }
+
     // pivot_root(".", ".") stacks the old root on top of the new one; unmounting it
     // lazily detaches the whole host tree from this namespace.
     step("chdir to new root", std::env::set_current_dir(r))?;
@@ -185,6 +190,63 @@ pub fn build(
     nix_step("detach old root", umount2(".", MntFlags::MNT_DETACH))?;
     step("chdir /", std::env::set_current_dir("/"))?;
     timings.mark("pivot");
+    Ok(())
+}
+
+/// A tmpfs over `/run` (as a booted system has) holding the quantbox binary, bound
+/// read-only, at [`crate::protocol::TOOLS_EXE`].
+fn bind_tools(r: &Path, exe: &Path, owner: &str) -> Result<(), StepError> {
+    let run = r.join("run");
+    // An imported root may have no /run (make it), or a link there: a link is never
+    // followed (it could point anywhere); that sandbox goes without the binary.
+    match std::fs::symlink_metadata(&run) {
+        Ok(m) if m.is_dir() => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            step("make /run", std::fs::create_dir(&run))?;
+        }
+        _ => return Ok(()),
+    }
+    nix_step(
+        "mount /run",
+        mount(
+            Some("tmpfs"),
+            &run,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(format!("mode=755,size=1m{owner}").as_str()),
+        ),
+    )?;
+    let target = r.join(crate::protocol::TOOLS_EXE.trim_start_matches('/'));
+    let dir = target.parent().expect("TOOLS_EXE has a directory");
+    step("make the tools directory", std::fs::create_dir_all(dir))?;
+    step(
+        "make the tools mount point",
+        std::fs::File::create(&target).map(drop),
+    )?;
+    nix_step(
+        "bind the quantbox binary",
+        mount(
+            Some(exe),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ),
+    )?;
+    nix_step(
+        "make the quantbox binary read-only",
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
+            None::<&str>,
+        ),
+    )?;
     Ok(())
 }
 

@@ -134,6 +134,8 @@ struct Inner {
     exec_seq: AtomicU64,
     host_memory_bytes: u64,
     host_cpus: f64,
+    /// The quantbox binary as a host path, bound read-only into every sandbox.
+    tools_exe: Option<PathBuf>,
 }
 
 pub struct LocalProvider {
@@ -243,8 +245,17 @@ impl LocalProvider {
         }
         let host_cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
         let pool = pool::Pool::new(cfg.warm_pool);
+        // `/proc/self/exe` means "this binary": bind its real path (the link would
+        // resolve to the helper inside the new namespaces).
+        let tools_exe = if cfg.init_exe == Path::new("/proc/self/exe") {
+            std::fs::read_link("/proc/self/exe").ok()
+        } else {
+            Some(cfg.init_exe.clone())
+        }
+        .filter(|p| p.is_file());
         Ok(Self {
             inner: Arc::new(Inner {
+                tools_exe,
                 cfg,
                 ids,
                 cgroups,
