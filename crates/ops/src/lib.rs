@@ -3,6 +3,7 @@
 //! errors and result shape. Front ends (REST, MCP, CLI) only convert transport to
 //! [`Ops::call`] and back; they never reach the manager, the store or a provider.
 
+pub mod agents;
 pub mod args;
 pub mod deployments;
 pub mod error;
@@ -155,6 +156,13 @@ pub fn tools() -> Vec<ToolDef> {
             output_schema: schema::<metrics::MetricsOutput>(),
         },
         ToolDef {
+            name: "run_e2b_agent",
+            title: "Run a trading agent in a sandbox",
+            description: "Runs a trading agent inside a running sandbox and waits for it: a built-in strategy (momentum, mean_reversion, pairs, trend, buy_and_hold) replaying bundled daily bars through a paper broker, or a custom program that prints the agent event protocol. Orders, fills, the equity curve and feed heartbeats are stored under `strategy_name`, so performance_report, get_execution_analytics and monitor_strategy_health report on the run. Records are simulated.",
+            input_schema: schema::<agents::AgentInput>(),
+            output_schema: schema::<agents::AgentOutput>(),
+        },
+        ToolDef {
             name: "monitor_strategy_health",
             title: "Strategy health",
             description: "A strategy's health score (0-100) and status (healthy >= 80, warning 60-80, critical < 60, no_data) from four checks: performance stability (Sharpe of the last 30 returns), drawdown (current), execution quality (fill rate by orders, mean slippage) and data feed (bars or heartbeats within 3 expected intervals), with an alert per failed check.",
@@ -293,6 +301,7 @@ impl Ops {
             "export_e2b_template" => E::encode(self.export_e2b_template(args::parse(args)?).await?),
             "get_system_metrics" => E::encode(self.get_system_metrics(args::parse(args)?).await?),
             "performance_report" => E::encode(self.performance_report(args::parse(args)?).await?),
+            "run_e2b_agent" => E::encode(self.run_e2b_agent(args::parse(args)?).await?),
             "get_execution_analytics" => {
                 E::encode(self.get_execution_analytics(args::parse(args)?).await?)
             }

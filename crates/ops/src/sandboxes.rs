@@ -578,6 +578,7 @@ impl Ops {
                     stdin: None,
                     timeout: lifetime,
                     capture_output: false,
+                    on_output: None,
                 };
                 if let Err(e) = mgr.exec(&id, params).await {
                     tracing::warn!(sandbox = %id, error = %e, "the template's start command failed");
@@ -659,6 +660,7 @@ impl Ops {
                     stdin: input.stdin.map(String::into_bytes),
                     timeout: Duration::from_secs(timeout as u64),
                     capture_output: input.capture_output,
+                    on_output: None,
                 },
             )
             .await?;

@@ -156,6 +156,12 @@ enum Command {
     Trading(crate::cli_trading::TradingCommand),
     /// Measure sandbox start-up, exec, terminate, pause/resume, export and scaling latency, and idle memory.
     Bench(crate::bench::BenchArgs),
+    /// The agent runtime: runs a built-in strategy over bundled daily bars and prints
+    /// the agent event protocol (what run_e2b_agent starts inside a sandbox).
+    Agent {
+        #[command(subcommand)]
+        verb: crate::agent_cmd::AgentVerb,
+    },
 }
 
 #[derive(Subcommand)]
@@ -387,6 +393,11 @@ fn init_logging(default: &str) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The agent runtime runs inside sandboxes: no async runtime, no threads.
+    let command = match cli.command {
+        Command::Agent { verb } => return crate::agent_cmd::main(verb),
+        other => other,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -398,7 +409,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result: Result<ExitCode> = rt.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve { listen, engine } => {
                 init_logging("info");
                 crate::serve::serve(listen, engine.config())
@@ -415,6 +426,7 @@ pub fn main() -> ExitCode {
                 init_logging("warn");
                 crate::bench::run(args).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Agent { .. } => unreachable!("handled before the runtime starts"),
             Command::Sandbox { verb, client } => {
                 init_logging("warn");
                 Ok(sandbox(verb, &client).await)

@@ -4,6 +4,7 @@
 //! `serve`/`mcp` ([`serve`]) and `quantbox bench` ([`bench`]). `main.rs` only
 //! dispatches to [`cli::main`] (or to a sandbox's init).
 
+pub mod agent_cmd;
 pub mod app;
 pub mod bench;
 pub mod bench_analytics;

@@ -263,6 +263,7 @@ impl Deployments {
                             stdin,
                             timeout,
                             capture_output: true,
+                            on_output: None,
                         },
                     )
                     .await

@@ -85,7 +85,7 @@ pub struct CreateParams {
     pub deployment_id: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ExecParams {
     pub command: String,
     pub args: Vec<String>,
@@ -95,6 +95,9 @@ pub struct ExecParams {
     pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
     pub capture_output: bool,
+    /// Also receives the output as it is read. With it, stdout is not kept as log
+    /// lines (it is a data stream: an agent's events); stderr still is.
+    pub on_output: Option<OutputSink>,
 }
 
 #[derive(Clone, Debug)]
@@ -599,7 +602,14 @@ impl Manager {
             let splitter = splitter.clone();
             let entry = Arc::downgrade(&entry);
             let keep = self.inner.config.log_keep;
+            let tap = p.on_output.clone();
             Arc::new(move |stream, chunk| {
+                if let Some(tap) = &tap {
+                    tap(stream, chunk);
+                    if stream == Stream::Stdout {
+                        return;
+                    }
+                }
                 let mut lines = Vec::new();
                 lock(&splitter).feed(stream, chunk, &mut lines);
                 if let (false, Some(entry)) = (lines.is_empty(), entry.upgrade()) {

@@ -244,6 +244,28 @@ impl TradingStore for SqliteStore {
         self.info(name)
     }
 
+    fn reset_strategy(
+        &self,
+        strategy: &str,
+        source: &str,
+        feed_interval_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let what = || format!("resetting strategy {strategy}");
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx(what)?;
+        // Fills and the rest go with the strategy (ON DELETE CASCADE).
+        tx.execute("DELETE FROM fills WHERE strategy = ?1", [strategy])
+            .ctx(what)?;
+        tx.execute("DELETE FROM strategies WHERE name = ?1", [strategy])
+            .ctx(what)?;
+        tx.execute(
+            "INSERT INTO strategies (name, source, feed_interval_ms, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![strategy, source, feed_interval_ms, Timestamp::now().unix_ms()],
+        )
+        .ctx(what)?;
+        tx.commit().ctx(what)
+    }
+
     fn put_orders(&self, orders: &[Order]) -> Result<(), StoreError> {
         let what = || format!("storing {} order(s)", orders.len());
         for o in orders {

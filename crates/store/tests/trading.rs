@@ -220,3 +220,24 @@ fn heartbeats_and_bars() {
         (1, Day(5), "import")
     );
 }
+
+#[test]
+fn a_reset_strategy_starts_empty() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.replace_series("r", "import", SeriesKind::Equity, &pts(&[(1, 100.0)]))
+        .unwrap();
+    s.put_orders(&[order("r", "o1", 1_000, OrderState::Filled)])
+        .unwrap();
+    s.put_fills(&[fill("r", "o1", 1_100)]).unwrap();
+    s.put_orders(&[order("other", "o1", 1_000, OrderState::Filled)])
+        .unwrap();
+    s.put_fills(&[fill("other", "o1", 1_100)]).unwrap();
+    s.reset_strategy("r", "agent", Some(60_000)).unwrap();
+    let info = s.strategy("r").unwrap().unwrap();
+    assert_eq!((info.points, info.orders, info.fills), (0, 0, 0));
+    assert_eq!(info.source, "agent");
+    assert_eq!(info.feed_interval_ms, Some(60_000));
+    assert!(s.series("r").unwrap().is_none());
+    // Other strategies keep theirs.
+    assert_eq!(s.fills(Some("other"), 0, i64::MAX).unwrap().len(), 1);
+}

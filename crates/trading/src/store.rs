@@ -33,6 +33,16 @@ pub trait TradingStore: Send + Sync {
 
     fn strategies(&self) -> Result<Vec<StrategyInfo>, StoreError>;
 
+    /// Removes everything stored under `strategy` (its series, orders and their fills,
+    /// trades, heartbeats) and records it anew from `source`, with `feed_interval_ms`:
+    /// an agent run starts so, replacing the previous run of the same name.
+    fn reset_strategy(
+        &self,
+        strategy: &str,
+        source: &str,
+        feed_interval_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+
     fn strategy(&self, name: &str) -> Result<Option<StrategyInfo>, StoreError>;
 
     /// Inserts or replaces orders (by strategy and id), creating their strategies.
