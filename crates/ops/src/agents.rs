@@ -119,6 +119,61 @@ pub struct AgentOutput {
     pub simulated: bool,
 }
 
+/// An agent run checked and ready to start.
+struct Prepared {
+    started: Instant,
+    id: quantbox_sandbox::SandboxId,
+    c: Control,
+    strategy_name: String,
+    command: String,
+    params: Value,
+    input: AgentInput,
+}
+
+/// A run's events as they arrive (shared with whoever watches its progress).
+#[derive(Clone)]
+pub struct Live(Arc<Mutex<(Ingest, StreamParser)>>);
+
+impl Live {
+    fn new(strategy: &str) -> Self {
+        Self(Arc::new(Mutex::new((
+            Ingest::new(strategy),
+            StreamParser::new(),
+        ))))
+    }
+
+    /// Counts so far: bars, orders, fills, rejects, malformed lines, last equity.
+    pub fn progress(&self) -> Progress {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let ing = &g.0;
+        Progress {
+            bars_processed: ing.bars,
+            orders: ing.order_seq.len() as u64,
+            fills: ing.n_fills,
+            rejects: ing.rejects,
+            malformed_lines: ing.malformed,
+            last_event: ing
+                .last_beat
+                .map(|t| quantbox_sandbox::Timestamp::from_unix_ms(t).to_rfc3339()),
+            equity: ing.equity.last().map(|p| p.value).or(ing.last_equity_value),
+        }
+    }
+}
+
+/// A running agent's progress.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Progress {
+    pub bars_processed: u64,
+    pub orders: u64,
+    pub fills: u64,
+    pub rejects: u64,
+    pub malformed_lines: u64,
+    /// When the latest bar or heartbeat arrived.
+    pub last_event: Option<String>,
+    /// The latest equity.
+    pub equity: Option<f64>,
+}
+
 /// What `strategy_params` holds besides the strategy's own parameters.
 #[derive(Debug)]
 struct Control {
@@ -274,6 +329,8 @@ struct Ingest {
     fills: Vec<Fill>,
     equity: Vec<SeriesPoint>,
     last_equity_ms: Option<i64>,
+    /// The latest equity, also after its point was written.
+    last_equity_value: Option<f64>,
     last_beat: Option<i64>,
     beats_written: Option<i64>,
     /// Orders and fills, for the round trips at the end.
@@ -298,6 +355,7 @@ impl Ingest {
             fills: Vec::new(),
             equity: Vec::new(),
             last_equity_ms: None,
+            last_equity_value: None,
             last_beat: None,
             beats_written: None,
             trade_events: Vec::new(),
@@ -319,12 +377,14 @@ impl Ingest {
 
     fn event(&mut self, e: Event) {
         match &e {
-            Event::Bar(b) => {
+            // The feed's sign of life is when a bar or heartbeat arrived (a replayed
+            // bar carries its historical date).
+            Event::Bar(_) => {
                 self.bars += 1;
-                self.last_beat = Some(self.last_beat.map_or(b.t_ms, |t| t.max(b.t_ms)));
+                self.last_beat = Some(quantbox_sandbox::Timestamp::now().unix_ms());
             }
-            Event::Heartbeat(h) => {
-                self.last_beat = Some(self.last_beat.map_or(h.t_ms, |t| t.max(h.t_ms)));
+            Event::Heartbeat(_) => {
+                self.last_beat = Some(quantbox_sandbox::Timestamp::now().unix_ms());
             }
             Event::Order(o) => {
                 if !self.orders.contains_key(&o.id) {
@@ -389,6 +449,7 @@ impl Ingest {
                 }
             }
             Event::Equity(q) => {
+                self.last_equity_value = Some(q.equity);
                 // One point per time: a later equity at the same time replaces it.
                 if self.last_equity_ms.is_some_and(|t| q.t_ms <= t) {
                     if let Some(last) = self.equity.last_mut()
@@ -474,6 +535,13 @@ impl Ingest {
 
 impl Ops {
     pub async fn run_e2b_agent(&self, input: AgentInput) -> Result<AgentOutput, OpError> {
+        let p = self.prepare_agent(input).await?;
+        let live = Live::new(&p.strategy_name);
+        self.execute_agent(p, live, None).await
+    }
+
+    /// Checks the arguments and builds the command, before anything runs.
+    async fn prepare_agent(&self, input: AgentInput) -> Result<Prepared, OpError> {
         let started = Instant::now();
         let id = crate::sandboxes::parse_id(&input.sandbox_id)?;
         let c = control(input.strategy_params.clone())?;
@@ -553,11 +621,42 @@ impl Ops {
                 )
             }
         };
+        Ok(Prepared {
+            started,
+            id,
+            c,
+            strategy_name,
+            command,
+            params,
+            input,
+        })
+    }
+
+    /// Runs a prepared agent, its events going into `ingest` (and the store) as they
+    /// come; `cancel` stops it.
+    async fn execute_agent(
+        &self,
+        p: Prepared,
+        ingest: Live,
+        cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<AgentOutput, OpError> {
+        let Prepared {
+            started,
+            id,
+            c,
+            strategy_name,
+            command,
+            params,
+            input,
+        } = p;
+        let ingest = ingest.0;
         let store = self.trading()?.clone();
         {
             let store = store.clone();
             let name = strategy_name.clone();
-            let feed = (c.mode == "paper").then_some(c.pace_ms.max(1) as i64);
+            // Paper mode has a live feed: a bar every pace_ms, written at least every
+            // 200 ms, so the expected interval is the pace but no less than 250 ms.
+            let feed = (c.mode == "paper").then_some(c.pace_ms.max(250) as i64);
             tokio::task::spawn_blocking(move || store.reset_strategy(&name, "agent", feed))
                 .await
                 .map_err(|e| OpError::internal(format!("resetting the strategy: {e}")))??;
@@ -569,10 +668,6 @@ impl Ops {
                 let _ = tx.send(chunk.to_vec());
             }
         });
-        let ingest = Arc::new(Mutex::new((
-            Ingest::new(&strategy_name),
-            StreamParser::new(),
-        )));
         let writer = {
             let ingest = ingest.clone();
             let store = store.clone();
@@ -645,6 +740,7 @@ impl Ops {
                     timeout: Duration::from_secs(c.timeout_s),
                     capture_output: true,
                     on_output: Some(sink),
+                    cancel,
                 },
             )
             .await;
@@ -704,7 +800,9 @@ impl Ops {
             .map_err(|e| OpError::internal(e.to_string()))??
         };
         let o = &rec.outcome;
-        let (status, reason) = if o.timed_out {
+        let (status, reason) = if o.cancelled {
+            ("stopped", Some("stopped on request".to_owned()))
+        } else if o.timed_out {
             (
                 "timed_out",
                 Some(format!(
@@ -866,5 +964,183 @@ mod tests {
     #[test]
     fn shell_quoting_survives_quotes() {
         assert_eq!(sh_quote("a'b"), "'a'\\''b'");
+    }
+}
+
+/// Agent runs started in the background (`POST /api/v1/agents/runs`), by run id. The
+/// finished ones are kept (the newest 100) so that their result can be read.
+#[derive(Clone, Default)]
+pub struct AgentRuns(Arc<Mutex<Vec<Arc<RunEntry>>>>);
+
+pub struct RunEntry {
+    run_id: String,
+    sandbox_id: String,
+    agent_type: &'static str,
+    strategy_name: String,
+    started_at: quantbox_sandbox::Timestamp,
+    live: Live,
+    cancel: tokio::sync::watch::Sender<bool>,
+    /// The outcome once the run has ended.
+    result: Mutex<Option<Result<Value, OpError>>>,
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+/// A background run as `GET /api/v1/agents/runs/{id}` shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunStatus {
+    pub run_id: String,
+    pub sandbox_id: String,
+    pub agent_type: String,
+    pub strategy_name: String,
+    /// `running`, then `completed`, `failed`, `timed_out`, `stopped`, or `error` (the
+    /// run could not be carried out: see `error`).
+    pub status: String,
+    pub started_at: String,
+    pub progress: Progress,
+    /// `run_e2b_agent`'s answer, once the run has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+}
+
+const KEEP_FINISHED_RUNS: usize = 100;
+
+impl RunEntry {
+    fn status(&self) -> RunStatus {
+        let result = self
+            .result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (status, result, error) = match result {
+            None => ("running".to_owned(), None, None),
+            Some(Ok(v)) => (
+                v["status"].as_str().unwrap_or("completed").to_owned(),
+                Some(v),
+                None,
+            ),
+            Some(Err(e)) => ("error".to_owned(), None, Some(e.to_json()["error"].clone())),
+        };
+        RunStatus {
+            run_id: self.run_id.clone(),
+            sandbox_id: self.sandbox_id.clone(),
+            agent_type: self.agent_type.to_owned(),
+            strategy_name: self.strategy_name.clone(),
+            status,
+            started_at: self.started_at.to_rfc3339(),
+            progress: self.live.progress(),
+            result,
+            error,
+        }
+    }
+}
+
+impl Ops {
+    fn run_entry(&self, run_id: &str) -> Result<Arc<RunEntry>, OpError> {
+        self.runs
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|r| r.run_id == run_id)
+            .cloned()
+            .ok_or_else(|| {
+                OpError::not_found(format!(
+                    "no agent run `{run_id}`; GET /api/v1/agents/runs lists them"
+                ))
+            })
+    }
+
+    /// Starts `run_e2b_agent` in the background: the arguments are checked now (an
+    /// error is returned at once), the run goes on after this returns.
+    pub async fn start_agent(&self, input: AgentInput) -> Result<RunStatus, OpError> {
+        let p = self.prepare_agent(input).await?;
+        let live = Live::new(&p.strategy_name);
+        let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
+        let (ended, _) = tokio::sync::watch::channel(false);
+        let entry = Arc::new(RunEntry {
+            run_id: format!(
+                "run_{}",
+                quantbox_sandbox::ExecutionId::generate()
+                    .as_str()
+                    .trim_start_matches("ex_")
+            ),
+            sandbox_id: p.id.to_string(),
+            agent_type: p.input.agent_type.as_str(),
+            strategy_name: p.strategy_name.clone(),
+            started_at: quantbox_sandbox::Timestamp::now(),
+            live: live.clone(),
+            cancel,
+            result: Mutex::new(None),
+            ended,
+        });
+        {
+            let mut runs = self.runs.0.lock().unwrap_or_else(|e| e.into_inner());
+            runs.push(entry.clone());
+            // Forget the oldest finished runs beyond the limit.
+            let finished: Vec<usize> = runs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.result.lock().unwrap_or_else(|e| e.into_inner()).is_some())
+                .map(|(i, _)| i)
+                .collect();
+            if finished.len() > KEEP_FINISHED_RUNS {
+                let drop: Vec<usize> = finished[..finished.len() - KEEP_FINISHED_RUNS].to_vec();
+                let mut i = 0;
+                runs.retain(|_| {
+                    let keep = !drop.contains(&i);
+                    i += 1;
+                    keep
+                });
+            }
+        }
+        let ops = self.clone();
+        let e = entry.clone();
+        tokio::spawn(async move {
+            let r = ops
+                .execute_agent(p, live, Some(cancel_rx))
+                .await
+                .and_then(crate::to_value);
+            *e.result.lock().unwrap_or_else(|x| x.into_inner()) = Some(r);
+            let _ = e.ended.send(true);
+        });
+        Ok(entry.status())
+    }
+
+    /// A background run's state and progress (its result once it has ended).
+    pub fn agent_run(&self, run_id: &str) -> Result<RunStatus, OpError> {
+        Ok(self.run_entry(run_id)?.status())
+    }
+
+    /// Every background run, newest first.
+    pub fn agent_runs(&self) -> Vec<RunStatus> {
+        let runs: Vec<Arc<RunEntry>> = self
+            .runs
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        runs.iter().rev().map(|r| r.status()).collect()
+    }
+
+    /// Stops a background run (its process is killed; what it did so far stays stored)
+    /// and returns its final state. Stopping a run that has ended says so.
+    pub async fn stop_agent(&self, run_id: &str) -> Result<RunStatus, OpError> {
+        let e = self.run_entry(run_id)?;
+        let mut ended = e.ended.subscribe();
+        if !*ended.borrow() {
+            let _ = e.cancel.send(true);
+            if tokio::time::timeout(Duration::from_secs(30), ended.wait_for(|v| *v))
+                .await
+                .is_err()
+            {
+                return Err(OpError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!("agent run {run_id} did not stop within 30 s"),
+                ));
+            }
+        }
+        Ok(e.status())
     }
 }

@@ -40,6 +40,8 @@ pub struct Ops {
     monitor: Option<Monitor>,
     /// Strategies, orders, fills, trades and prices.
     trading: Option<std::sync::Arc<dyn quantbox_trading::TradingStore>>,
+    /// Agent runs started in the background.
+    runs: agents::AgentRuns,
 }
 
 /// A tool as front ends advertise it.
@@ -231,6 +233,7 @@ impl Ops {
             limits,
             monitor,
             trading: None,
+            runs: agents::AgentRuns::default(),
         }
     }
 

@@ -579,6 +579,7 @@ impl Ops {
                     timeout: lifetime,
                     capture_output: false,
                     on_output: None,
+                    cancel: None,
                 };
                 if let Err(e) = mgr.exec(&id, params).await {
                     tracing::warn!(sandbox = %id, error = %e, "the template's start command failed");
@@ -661,6 +662,7 @@ impl Ops {
                     timeout: Duration::from_secs(timeout as u64),
                     capture_output: input.capture_output,
                     on_output: None,
+                    cancel: None,
                 },
             )
             .await?;

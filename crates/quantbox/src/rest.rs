@@ -697,6 +697,37 @@ async fn execution_analytics(
     TextReply(r, StatusCode::OK)
 }
 
+/// `POST /api/v1/agents/runs`: `run_e2b_agent`'s arguments; starts the run in the
+/// background and answers at once (202) with its id.
+async fn start_agent(State(s): State<RestState>, body: Result<Bytes, BytesRejection>) -> Reply {
+    let r = async {
+        let args = parse_body(body)?;
+        let input = args::parse(args)?;
+        quantbox_ops::to_value(s.ops.start_agent(input).await?)
+    }
+    .await;
+    Reply(r, StatusCode::ACCEPTED)
+}
+
+async fn agent_runs(State(s): State<RestState>) -> Reply {
+    Reply(
+        quantbox_ops::to_value(s.ops.agent_runs()).map(|v| json!({ "runs": v })),
+        StatusCode::OK,
+    )
+}
+
+async fn agent_run(State(s): State<RestState>, Path(id): Path<String>) -> Reply {
+    Reply(
+        s.ops.agent_run(&id).and_then(quantbox_ops::to_value),
+        StatusCode::OK,
+    )
+}
+
+async fn stop_agent(State(s): State<RestState>, Path(id): Path<String>) -> Reply {
+    let r = async { quantbox_ops::to_value(s.ops.stop_agent(&id).await?) }.await;
+    Reply(r, StatusCode::OK)
+}
+
 /// Prometheus text exposition.
 async fn prometheus(State(s): State<RestState>) -> Response {
     match s.ops.monitor_handle() {
@@ -817,6 +848,11 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/strategies/{name}/health", get(strategy_health))
         .route("/api/v1/analytics/execution", get(execution_analytics))
         .route("/api/v1/market/symbols", get(symbols))
+        .route("/api/v1/agents/runs", post(start_agent).get(agent_runs))
+        .route(
+            "/api/v1/agents/runs/{id}",
+            get(agent_run).delete(stop_agent),
+        )
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -287,3 +287,101 @@ async fn agents_that_overrun_end_with_the_reason_and_bad_arguments_are_refused()
     e.terminate(&id).await;
     e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_paper_run_over_rest_shows_progress_a_live_feed_and_stops() {
+    if !require_root("a_background_paper_run_over_rest_shows_progress_a_live_feed_and_stops") {
+        return;
+    }
+    let srv = common::Served::start("agents", &[("QUANTBOX_WARM_POOL", "0")]);
+    let (st, sb) = srv
+        .rest(
+            "POST",
+            "/api/v1/sandboxes",
+            Some(json!({"name": "paper", "memory_mb": 256})),
+        )
+        .await;
+    assert_eq!(st, 201, "{sb}");
+    let id = sb["sandbox_id"].as_str().unwrap().to_owned();
+    // 754 dates at 50 ms each: about 38 s if left alone.
+    let t = std::time::Instant::now();
+    let (st, run) = srv
+        .rest(
+            "POST",
+            "/api/v1/agents/runs",
+            Some(
+                json!({"sandbox_id": id, "agent_type": "momentum", "symbols": ["AAPL"],
+                        "strategy_params": {"mode": "paper", "pace_ms": 50, "start": "2010-01-01",
+                                            "end": "2012-12-31", "strategy_name": "paper-mom"}}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 202, "{run}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "the start waited for the run"
+    );
+    assert_eq!(run["status"], "running");
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    // Progress arrives while it runs.
+    let mut progressed = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = srv
+            .rest("GET", &format!("/api/v1/agents/runs/{run_id}"), None)
+            .await;
+        if v["progress"]["bars_processed"].as_u64().unwrap_or(0) >= 30 {
+            progressed = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(progressed["status"], "running", "{progressed}");
+    // The data feed is live: heartbeats within 3 expected intervals.
+    let (_, h) = srv
+        .rest("GET", "/api/v1/strategies/paper-mom/health", None)
+        .await;
+    assert_eq!(h["checks"]["data_feed"]["status"], "pass", "{h}");
+    // Stop it: killed, what it did so far is kept.
+    let (st, stopped) = srv
+        .rest("DELETE", &format!("/api/v1/agents/runs/{run_id}"), None)
+        .await;
+    assert_eq!(st, 200, "{stopped}");
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["result"]["reason"], "stopped on request");
+    let bars = stopped["result"]["results"]["bars_processed"]
+        .as_u64()
+        .unwrap();
+    assert!((30..754).contains(&bars), "{stopped}");
+    // Stopping again says the same; an unknown run is not_found.
+    let (st, again) = srv
+        .rest("DELETE", &format!("/api/v1/agents/runs/{run_id}"), None)
+        .await;
+    assert_eq!((st, &again["status"]), (200, &json!("stopped")));
+    let (st, _) = srv.rest("GET", "/api/v1/agents/runs/run_nope", None).await;
+    assert_eq!(st, 404);
+    let (_, list) = srv.rest("GET", "/api/v1/agents/runs", None).await;
+    assert_eq!(list["runs"][0]["run_id"], run_id.as_str());
+    // The feed has gone quiet: after 3 intervals (750 ms) the check fails.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (_, h) = srv
+        .rest("GET", "/api/v1/strategies/paper-mom/health", None)
+        .await;
+    assert_eq!(h["checks"]["data_feed"]["status"], "fail", "{h}");
+    // Bad arguments are refused at once, before anything starts.
+    let (st, bad) = srv
+        .rest(
+            "POST",
+            "/api/v1/agents/runs",
+            Some(json!({"sandbox_id": id, "agent_type": "pairs", "symbols": ["AAPL"]})),
+        )
+        .await;
+    assert_eq!(st, 400, "{bad}");
+    let (st, _) = srv
+        .rest(
+            "DELETE",
+            &format!("/api/v1/sandboxes/{id}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+}

@@ -264,6 +264,7 @@ impl Deployments {
                             timeout,
                             capture_output: true,
                             on_output: None,
+                            cancel: None,
                         },
                     )
                     .await

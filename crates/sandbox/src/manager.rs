@@ -98,6 +98,8 @@ pub struct ExecParams {
     /// Also receives the output as it is read. With it, stdout is not kept as log
     /// lines (it is a data stream: an agent's events); stderr still is.
     pub on_output: Option<OutputSink>,
+    /// Becomes `true` to kill the process and its children.
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 #[derive(Clone, Debug)]
@@ -580,6 +582,7 @@ impl Manager {
             stdin: p.stdin,
             timeout: p.timeout,
             capture_output: p.capture_output,
+            cancel: p.cancel.clone(),
         };
         let mut rec = ExecutionRecord {
             id: req.id.clone(),

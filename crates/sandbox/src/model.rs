@@ -171,6 +171,8 @@ pub struct ExecRequest {
     pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
     pub capture_output: bool,
+    /// Becomes `true` to kill the process (a caller stopping a background run).
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ExecRequest {
@@ -224,6 +226,8 @@ pub struct ExecOutcome {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub timed_out: bool,
+    /// Killed because the caller cancelled it.
+    pub cancelled: bool,
     /// The sandbox's OOM-kill counter moved while the process ran and the process died
     /// by SIGKILL (or, through a shell, exited with 137): the memory limit killed it.
     pub oom_killed: bool,

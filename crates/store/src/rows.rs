@@ -154,6 +154,8 @@ pub(crate) fn decode_execution(row: &Row<'_>) -> Result<ExecutionRecord, StoreEr
             exit_code: c.get("exit_code")?,
             signal: c.get("signal")?,
             timed_out: c.get("timed_out")?,
+            // Not a column: a cancelled execution's record says so in `error`.
+            cancelled: false,
             oom_killed: c.get("oom_killed")?,
             sandbox_ended: c.get("sandbox_ended")?,
             stdout: c.get("stdout")?,

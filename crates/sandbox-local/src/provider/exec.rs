@@ -126,19 +126,45 @@ pub(super) async fn run(
     let (exit_tx, exit_rx) = watch::channel(false);
     let keep = req.capture_output;
     let deadline = tokio::time::Instant::now() + req.timeout;
+    let mut cancel = req.cancel.clone();
     let wait = async {
         let mut timed_out = false;
+        let mut cancelled = false;
         let ended = loop {
-            let ev = if timed_out {
+            let ev = if timed_out || cancelled {
                 tokio::time::timeout(Duration::from_secs(10), events.recv())
                     .await
                     .ok()
                     .flatten()
             } else {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(ev) => ev,
-                    Err(_) => {
-                        timed_out = true;
+                let cancelled_now = async {
+                    match &mut cancel {
+                        Some(c) => {
+                            // A dropped sender is no request to cancel.
+                            if c.wait_for(|v| *v).await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, events.recv()) => match r {
+                        Ok(ev) => ev,
+                        Err(_) => {
+                            timed_out = true;
+                            let _ = sb
+                                .client
+                                .send(&ToInit::Signal {
+                                    id: exec_id,
+                                    signal: libc::SIGKILL,
+                                })
+                                .await;
+                            continue;
+                        }
+                    },
+                    () = cancelled_now => {
+                        cancelled = true;
                         let _ = sb
                             .client
                             .send(&ToInit::Signal {
@@ -157,9 +183,9 @@ pub(super) async fn run(
             }
         };
         let _ = exit_tx.send(true);
-        (ended, timed_out)
+        (ended, timed_out, cancelled)
     };
-    let (out, err, (ended, timed_out)) = tokio::join!(
+    let (out, err, (ended, timed_out, cancelled)) = tokio::join!(
         read_stream(out_r, Stream::Stdout, sink.clone(), keep, exit_rx.clone()),
         read_stream(err_r, Stream::Stderr, sink, keep, exit_rx),
         wait
@@ -177,6 +203,7 @@ pub(super) async fn run(
         exit_code,
         signal,
         timed_out,
+        cancelled,
         sandbox_ended,
         // Killed by SIGKILL while the sandbox's OOM counter moved; through a shell
         // the kill shows as exit status 128 + 9.
