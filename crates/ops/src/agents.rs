@@ -1144,3 +1144,36 @@ impl Ops {
         Ok(e.status())
     }
 }
+
+/// Parses an agent's output and stores it under `strategy` exactly as `run_e2b_agent`
+/// does while a run goes on (the same parser, the same records, batches of up to 20,000
+/// records), replacing what the strategy had. For replays and `quantbox bench`. Returns
+/// the events stored and the malformed lines skipped.
+pub fn ingest_output(
+    store: &dyn TradingStore,
+    strategy: &str,
+    output: &[u8],
+) -> Result<(u64, u64), OpError> {
+    store.reset_strategy(strategy, "agent", None)?;
+    let mut ing = Ingest::new(strategy);
+    let mut parser = StreamParser::new();
+    // Pipe-sized pieces, as a sandbox's stdout arrives.
+    for chunk in output.chunks(64 * 1024) {
+        for r in parser.push(chunk) {
+            match r {
+                Ok(e) => ing.event(e),
+                Err(_) => ing.malformed += 1,
+            }
+        }
+        if ing.fills.len() + ing.equity.len() + ing.dirty.len() > 20_000 {
+            ing.flush(store)?;
+        }
+    }
+    match parser.finish() {
+        Some(Ok(e)) => ing.event(e),
+        Some(Err(_)) => ing.malformed += 1,
+        None => {}
+    }
+    ing.finish(store)?;
+    Ok((parser.events(), ing.malformed))
+}

@@ -385,3 +385,49 @@ async fn a_background_paper_run_over_rest_shows_progress_a_live_feed_and_stops()
         .await;
     assert_eq!(st, 200);
 }
+
+/// The ingestion path alone: the events of a real backtest, with garbage lines mixed
+/// in, land as the same records a sandboxed run stores.
+#[test]
+fn ingestion_stores_a_backtests_events() {
+    use quantbox_trading::{BrokerConfig, Strategy, TradingStore, backtest, market};
+    let bundled = market::bundled().unwrap();
+    let aapl = bundled.iter().find(|b| b.symbol == "AAPL").unwrap();
+    let from = quantbox_trading::Day::parse("2010-01-01").unwrap();
+    let to = quantbox_trading::Day::parse("2012-12-31").unwrap();
+    let bars: Vec<_> = aapl
+        .bars
+        .iter()
+        .filter(|b| b.day >= from && b.day <= to)
+        .copied()
+        .collect();
+    let symbols = vec!["AAPL".to_owned()];
+    let strategy = Strategy::new("momentum", &json!({}), &symbols).unwrap();
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    let summary = backtest::run(
+        &[("AAPL".into(), bars)],
+        &strategy,
+        &BrokerConfig::default(),
+        100_000.0,
+        &mut |e| {
+            n += 1;
+            out.extend_from_slice(e.to_line().as_bytes());
+            out.push(b'\n');
+            if n % 500 == 0 {
+                out.extend_from_slice(b"garbage\n");
+            }
+        },
+    )
+    .unwrap();
+    let store = quantbox_store::SqliteStore::open_in_memory().unwrap();
+    let (events, malformed) = quantbox_ops::agents::ingest_output(&store, "ing", &out).unwrap();
+    assert_eq!(events, n);
+    assert_eq!(malformed, n / 500);
+    let info = store.strategy("ing").unwrap().unwrap();
+    assert_eq!(info.orders, summary.orders);
+    assert_eq!(info.fills, summary.fills);
+    let (_, equity) = store.series("ing").unwrap().unwrap();
+    assert_eq!(equity.last().unwrap().value, summary.final_equity);
+    assert!(info.trades > 0);
+}
