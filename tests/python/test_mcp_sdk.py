@@ -11,8 +11,9 @@ QBTEST_TRANSPORTS (comma-separated subset of `stdio,http`; default both).
 For each transport it starts its own quantbox (`quantbox mcp` as the stdio client's
 child; `quantbox serve --listen 127.0.0.1:0` as a subprocess, for HTTP), initializes an
 SDK `ClientSession`, checks the tool listing and schemas, walks one sandbox through
-create, execute, list, status, bad input, terminate and terminate-again, and then walks
-deployments through deploy (configuration as an object and as a JSON string), scale up
+create, execute, list, status, bad input, terminate and terminate-again, runs a
+momentum agent in a sandbox of its own (and reads the run back through performance_report
+and get_execution_analytics), and then walks deployments through deploy (configuration as an object and as a JSON string), scale up
 and down, fleet health, export of an instance as a template (and a sandbox made from
 it), a failing setup step, bad input, and scale to 0. Everything it creates is
 terminated (deployments scaled to 0) and every server it starts is stopped, also on
@@ -63,6 +64,7 @@ EXPECTED_TOOLS = {
     "performance_report",
     "get_execution_analytics",
     "monitor_strategy_health",
+    "run_e2b_agent",
 }
 
 # tool -> (parameter names of the contract, required, {parameter: default})
@@ -131,6 +133,11 @@ SCHEMA_CONTRACT: dict[str, tuple[set[str], set[str], dict[str, Any]]] = {
         {"strategy"},
         {"strategy"},
         {},
+    ),
+    "run_e2b_agent": (
+        {"sandbox_id", "agent_type", "symbols", "strategy_params", "use_gpu"},
+        {"sandbox_id", "agent_type", "symbols"},
+        {"use_gpu": False},
     ),
 }
 
@@ -235,6 +242,7 @@ class Walk:
         await self.check_status(sid)
         await self.check_system_metrics(sid)
         await self.check_trading_tools()
+        await self.check_agent()
         await self.check_bad_input(sid)
         await self.check_terminate(sid)
         await self.check_deployments()
@@ -423,6 +431,80 @@ class Walk:
         self.check_error(e, "invalid_argument", "time_period", "an unknown time_period")
         self.ok("performance_report / monitor_strategy_health: unknown strategy -> not_found; "
                 "get_execution_analytics: empty window -> zero counts with a note; bad arguments named")
+
+    async def check_agent(self) -> None:
+        """A momentum agent on AAPL 2010-2012 in a sandbox of its own; the analytics tools
+        see the run; a `pairs` agent on one symbol is refused. The sandbox is terminated
+        before the deployment walk (which counts what runs)."""
+        name = f"pysdk-agent-{self.transport}-{os.getpid()}"
+        r = await self.call("create_e2b_sandbox", {"name": name, "memory_mb": 256,
+                                                   "metadata": {"suite": f"pysdk-agent-{self.transport}"}})
+        sid = r.get("sandbox_id")
+        if isinstance(sid, str):
+            self.created.append(sid)
+        check(isinstance(sid, str) and ID_RE.match(sid) and r.get("status") == "running",
+              f"create_e2b_sandbox for the agent should give a running sandbox, got {json.dumps(r)}")
+
+        strategy = f"pysdk-{self.transport}"
+        t0 = time.monotonic()
+        r = await self.call("run_e2b_agent", {
+            "sandbox_id": sid, "agent_type": "momentum", "symbols": ["AAPL"],
+            "strategy_params": {"start": "2010-01-01", "end": "2012-12-31", "strategy_name": strategy}})
+        elapsed = time.monotonic() - t0
+        check(r.get("status") == "completed",
+              f"run_e2b_agent momentum should complete, got status {r.get('status')!r} (reason {r.get('reason')!r}, "
+              f"stdout_tail {r.get('stdout_tail')!r}, stderr_tail {r.get('stderr_tail')!r})")
+        check(r.get("sandbox_id") == sid and r.get("agent_type") == "momentum" and r.get("strategy_name") == strategy,
+              f"sandbox_id/agent_type/strategy_name should be {sid}/momentum/{strategy}, got "
+              f"{r.get('sandbox_id')!r}/{r.get('agent_type')!r}/{r.get('strategy_name')!r}")
+        res = r.get("results")
+        check(isinstance(res, dict), f"results should be an object, got {res!r}")
+        want = {"orders": 74, "fills": 74, "bars_processed": 754}
+        got = {k: res.get(k) for k in want}
+        check(got == want, f"results should have {want}, got {json.dumps(res)}")
+        eq = res.get("final_equity")
+        check(isinstance(eq, (int, float)) and not isinstance(eq, bool) and abs(eq - 166904.90684228097) < 1e-6,
+              f"results.final_equity should be 166904.90684228097 (within 1e-6), got {eq!r}")
+        total_return = res.get("total_return")
+        check(isinstance(total_return, (int, float)) and not isinstance(total_return, bool),
+              f"results.total_return should be a number, got {total_return!r}")
+        trades = res.get("trades")
+        check(isinstance(trades, int) and not isinstance(trades, bool) and trades >= 0,
+              f"results.trades should be a non-negative integer, got {trades!r}")
+        gpu = r.get("gpu")
+        check(isinstance(gpu, dict) and gpu.get("requested") is False and gpu.get("used") is False
+              and isinstance(gpu.get("reason"), str),
+              f"gpu should be {{requested: false, used: false, reason}}, got {gpu!r}")
+        self.ok(f"run_e2b_agent momentum on AAPL 2010-2012 -> completed: {res['bars_processed']} bars, "
+                f"{res['orders']} orders, {res['fills']} fills, {trades} trades, final equity {eq:.4f}, "
+                f"gpu not used ({elapsed:.2f} s)")
+
+        rep = await self.call("performance_report", {"strategy": strategy, "period_days": 0, "include_benchmark": True})
+        perf = rep.get("performance") or {}
+        check(isinstance(perf.get("total_return"), (int, float)) and abs(perf["total_return"] - total_return) < 1e-9,
+              f"performance_report total_return should be the run's {total_return!r} (within 1e-9), got "
+              f"{perf.get('total_return')!r}")
+        bench = rep.get("benchmark")
+        check(isinstance(bench, dict) and bench.get("symbol") == "SPX",
+              f"benchmark.symbol should be SPX, got {bench!r}")
+        check((rep.get("trades") or {}).get("total") == trades,
+              f"performance_report trades.total should be the run's {trades}, got {rep.get('trades')!r}")
+        self.ok(f"performance_report {strategy} (all days, benchmark): total_return {perf['total_return']:.6f} = the run's, "
+                f"benchmark SPX, {trades} trades")
+
+        x = await self.call("get_execution_analytics", {"time_period": "all", "strategy": strategy})
+        check((x.get("orders") or {}).get("total") == 74, f"get_execution_analytics orders.total should be 74, got {x.get('orders')!r}")
+        check(x.get("simulated") == "true", f"get_execution_analytics simulated should be \"true\", got {x.get('simulated')!r}")
+        self.ok(f"get_execution_analytics {strategy} (all): 74 orders, simulated \"true\"")
+
+        e = await self.call_err("run_e2b_agent", {"sandbox_id": sid, "agent_type": "pairs", "symbols": ["AAPL"]})
+        self.check_error(e, "invalid_argument", "symbols", "a pairs agent on one symbol")
+        self.ok(f"run_e2b_agent pairs on one symbol -> invalid_argument: {e['message']}")
+
+        r = await self.call("terminate_e2b_sandbox", {"sandbox_id": sid})
+        check(r.get("status") == "terminated", f"terminating the agent's sandbox {sid}: status should be terminated, got {r.get('status')!r}")
+        self.created.remove(sid)
+        self.ok(f"terminate_e2b_sandbox {sid} (the agent's) -> terminated")
 
     async def check_bad_input(self, sid: str) -> None:
         e = await self.call_err("create_e2b_sandbox", {"name": f"pysdk-bad-{os.getpid()}", "timeout": "300"})

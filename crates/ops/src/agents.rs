@@ -564,16 +564,6 @@ impl Ops {
             .strategy_name
             .clone()
             .unwrap_or_else(|| input.agent_type.as_str().to_owned());
-        let record = self.manager.get(&id)?;
-        if record.provider != "local" {
-            return Err(OpError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "agents run in local sandboxes only for now; sandbox {id} is on provider `{}`",
-                    record.provider
-                ),
-            ));
-        }
         let params = Value::Object(c.params.clone());
         let mode_flags = if c.mode == "paper" {
             format!(" --mode paper --pace-ms {}", c.pace_ms)
@@ -609,6 +599,15 @@ impl Ops {
                     ));
                 }
                 // Checked here, so a bad parameter is an error before anything runs.
+                if t == AgentType::Pairs && input.symbols.len() != 2 {
+                    return Err(OpError::invalid(
+                        "symbols",
+                        format!(
+                            "pairs trades the spread of exactly 2 symbols, got {}",
+                            input.symbols.len()
+                        ),
+                    ));
+                }
                 quantbox_trading::strategy::Strategy::new(t.as_str(), &params, &input.symbols)
                     .map_err(|e| OpError::invalid("strategy_params", e.to_string()))?;
                 check_symbols(&input.symbols, c.start, c.end)?;
@@ -621,6 +620,17 @@ impl Ops {
                 )
             }
         };
+        // The arguments are sound: now the sandbox.
+        let record = self.manager.get(&id)?;
+        if record.provider != "local" {
+            return Err(OpError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "agents run in local sandboxes only for now; sandbox {id} is on provider `{}`",
+                    record.provider
+                ),
+            ));
+        }
         Ok(Prepared {
             started,
             id,

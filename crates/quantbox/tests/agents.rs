@@ -228,7 +228,7 @@ async fn agents_that_overrun_end_with_the_reason_and_bad_arguments_are_refused()
     for (args, field) in [
         (
             json!({"sandbox_id": id, "agent_type": "pairs", "symbols": ["AAPL"]}),
-            "strategy_params",
+            "symbols",
         ),
         (
             json!({"sandbox_id": id, "agent_type": "momentum", "symbols": ["NOPE"]}),
@@ -414,7 +414,7 @@ fn ingestion_stores_a_backtests_events() {
             n += 1;
             out.extend_from_slice(e.to_line().as_bytes());
             out.push(b'\n');
-            if n % 500 == 0 {
+            if n.is_multiple_of(500) {
                 out.extend_from_slice(b"garbage\n");
             }
         },

@@ -8,7 +8,8 @@
 //! The deployment, fleet-health, export and metrics tools (`deploy_e2b_template`,
 //! `scale_e2b_deployment`, `monitor_e2b_health`, `export_e2b_template`,
 //! `get_system_metrics`) are covered through REST and MCP, and through their CLI verbs
-//! where the verbs' flags can express the input.
+//! where the verbs' flags can express the input; `run_e2b_agent` (no CLI verb) through
+//! REST and MCP.
 //!
 //! Also: REST-only input (malformed bodies, query strings, unknown routes), the API key
 //! (REST and MCP over HTTP), the refusal to listen beyond loopback without a key, and
@@ -616,10 +617,19 @@ fn cases() -> Vec<Case> {
     let pr = "performance_report";
     let ea = "get_execution_analytics";
     let sh = "monitor_strategy_health";
+    let ag = "run_e2b_agent";
     let dep = UNKNOWN_DEPLOYMENT;
     // What the flags of `deployment create|scale`, `health` and `sandbox export` cannot say.
     const NEW_CLI: &str = "a JSON type the CLI's flags cannot express";
     let deploy = |configuration: Value| json!({"template_name": "base", "category": "trading", "configuration": configuration});
+    // A valid run_e2b_agent call on the unknown sandbox, with `over` merged in.
+    let agent = |over: Value| {
+        let mut a = json!({"sandbox_id": id, "agent_type": "momentum", "symbols": ["AAPL"]});
+        for (k, v) in over.as_object().expect("an object").clone() {
+            a[k] = v;
+        }
+        a
+    };
     const CLI_ELSEWHERE: &str = "CLI verbs for this tool are tested in tests/frontends.rs";
     vec![
         // create_e2b_sandbox
@@ -894,6 +904,32 @@ fn cases() -> Vec<Case> {
         case(x, "template_name is a number", json!({"sandbox_id": id, "template_name": 7}), IA, "template_name").no_cli(CLI_ELSEWHERE),
         case(x, "unknown field", json!({"sandbox_id": id, "template_name": "t1", "include_home": true}), IA, "include_home")
             .no_cli(CLI_ELSEWHERE),
+        // run_e2b_agent (no CLI verb). Every argument is checked before the sandbox is
+        // looked up, so these fail on the form even with an unknown id.
+        case(ag, "missing sandbox_id", json!({"agent_type": "momentum", "symbols": ["AAPL"]}), IA, "sandbox_id").no_cli(NEW_CLI),
+        case(ag, "missing agent_type", json!({"sandbox_id": id, "symbols": ["AAPL"]}), IA, "agent_type").no_cli(NEW_CLI),
+        case(ag, "agent_type scalper", agent(json!({"agent_type": "scalper"})), IA, "agent_type").no_cli(NEW_CLI),
+        case(ag, "missing symbols", json!({"sandbox_id": id, "agent_type": "momentum"}), IA, "symbols").no_cli(NEW_CLI),
+        case(ag, "symbols []", agent(json!({"symbols": []})), IA, "symbols").no_cli(NEW_CLI),
+        case(ag, "symbols [1]", agent(json!({"symbols": [1]})), IA, "symbols[0]").no_cli(NEW_CLI),
+        case(ag, "symbols [\"AAPL\", \"AAPL\"]", agent(json!({"symbols": ["AAPL", "AAPL"]})), IA, "symbols[1]").no_cli(NEW_CLI),
+        case(ag, "sandbox_id of the wrong form", agent(json!({"sandbox_id": "nope"})), IA, "sandbox_id").no_cli(NEW_CLI),
+        case(ag, "unknown sandbox", agent(json!({})), NF, UNKNOWN_ID).no_cli(NEW_CLI),
+        case(ag, "pairs on one symbol", agent(json!({"agent_type": "pairs"})), IA, "symbols").no_cli(NEW_CLI),
+        case(ag, "unknown symbol", agent(json!({"symbols": ["NOPE"]})), IA, "symbols[0]").no_cli(NEW_CLI),
+        case(ag, "a strategy parameter of the wrong type", agent(json!({"strategy_params": {"lookback": "20"}})), IA, "strategy_params")
+            .no_cli(NEW_CLI),
+        case(ag, "dates outside the data", agent(json!({"strategy_params": {"start": "2030-01-01"}})), IA, "strategy_params.start")
+            .no_cli(NEW_CLI),
+        case(ag, "strategy_params \"[1]\" (a string holding an array)", agent(json!({"strategy_params": "[1]"})), IA, "strategy_params")
+            .no_cli(NEW_CLI),
+        case(ag, "strategy_params 5", agent(json!({"strategy_params": 5})), IA, "strategy_params").no_cli(NEW_CLI),
+        case(ag, "strategy_params.timeout 0", agent(json!({"strategy_params": {"timeout": 0}})), IA, "strategy_params.timeout")
+            .no_cli(NEW_CLI),
+        case(ag, "strategy_params.start 2010-13-01", agent(json!({"strategy_params": {"start": "2010-13-01"}})), IA, "strategy_params.start")
+            .no_cli(NEW_CLI),
+        case(ag, "use_gpu \"yes\"", agent(json!({"use_gpu": "yes"})), IA, "use_gpu").no_cli(NEW_CLI),
+        case(ag, "unknown field lookback (a strategy parameter at the top)", agent(json!({"lookback": 20})), IA, "lookback").no_cli(NEW_CLI),
         // no such tool
         case("frobnicate_sandbox", "unknown tool", json!({}), NF, "frobnicate_sandbox").no_cli("the CLI has verbs, not tool names"),
     ]

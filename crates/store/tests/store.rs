@@ -108,6 +108,7 @@ fn full_execution(id: &str, sandbox: &SandboxId) -> ExecutionRecord {
             exit_code: Some(-2),
             signal: Some(9),
             timed_out: true,
+            cancelled: false,
             oom_killed: false,
             sandbox_ended: true,
             // Not UTF-8, with a NUL in the middle.
@@ -136,6 +137,7 @@ fn bare_execution(id: &str, sandbox: &SandboxId, status: ExecStatus) -> Executio
             exit_code: None,
             signal: None,
             timed_out: false,
+            cancelled: false,
             oom_killed: true,
             sandbox_ended: false,
             stdout: Vec::new(),
