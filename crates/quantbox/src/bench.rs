@@ -31,7 +31,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     warm_pool: usize,
     /// What to measure: the sandbox engine, the monitoring (metrics, history,
-    /// Prometheus), or both.
+    /// Prometheus), the trading analytics, agent runs (a backtest in a sandbox, event
+    /// ingestion into SQLite), or all of them.
     #[arg(long, value_enum, default_value_t = Suite::All)]
     pub(crate) suite: Suite,
     /// Seconds the metrics collector's own CPU use is measured over.
@@ -44,6 +45,7 @@ pub(crate) enum Suite {
     Engine,
     Metrics,
     Analytics,
+    Agents,
     All,
 }
 
@@ -289,28 +291,42 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark starts sandboxes with all limits, which needs root");
     }
+    if a.suite == Suite::Agents {
+        let m = crate::bench_agents::run(&a).await?;
+        return crate::bench_agents::print(&a, &m);
+    }
     let metrics = match a.suite {
         Suite::Engine => None,
         Suite::Metrics | Suite::All => Some(crate::bench_metrics::run(&a).await?),
-        Suite::Analytics => None,
+        Suite::Analytics | Suite::Agents => None,
     };
     if a.suite == Suite::Metrics {
         return crate::bench_metrics::print(&a, metrics.as_ref().expect("measured"));
     }
     let report = engine(&a).await?;
     let analytics = crate::bench_analytics::run(&a)?;
+    let agents = match a.suite {
+        Suite::All => Some(crate::bench_agents::run(&a).await?),
+        _ => None,
+    };
     if a.json {
         let mut report = report.unwrap_or(Value::Null);
         if let Some(m) = &metrics {
             report["metrics"] = m.json();
         }
         report["analytics"] = analytics.json();
+        if let Some(m) = &agents {
+            report["agents"] = m.json();
+        }
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if let Some(m) = &metrics {
             crate::bench_metrics::print(&a, m)?;
         }
         crate::bench_analytics::print(&a, &analytics)?;
+        if let Some(m) = &agents {
+            crate::bench_agents::print(&a, m)?;
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod agent_cmd;
 pub mod app;
 pub mod bench;
+pub mod bench_agents;
 pub mod bench_analytics;
 pub mod bench_metrics;
 pub mod cli;
