@@ -881,17 +881,51 @@ impl Ops {
             stdout_tail,
             stderr_tail: tail(&o.stderr),
             execution_time_ms: started.elapsed().as_millis() as i64,
-            gpu: GpuOut {
-                requested: input.use_gpu,
-                used: false,
-                reason: if input.use_gpu {
-                    "the built-in agents have no GPU code path: the run used the CPU (no GPU is made visible to sandboxes on this host)".into()
-                } else {
-                    "not requested".into()
-                },
-            },
+            gpu: self.gpu_answer(&id, input.use_gpu, input.agent_type),
             simulated: true,
         })
+    }
+}
+
+impl Ops {
+    /// Whether a GPU was used, and if not why: the host's GPUs as the monitor reads
+    /// them, and what the sandbox's provider passes in.
+    fn gpu_answer(
+        &self,
+        id: &quantbox_sandbox::SandboxId,
+        requested: bool,
+        t: AgentType,
+    ) -> GpuOut {
+        let devices = self
+            .manager
+            .get(id)
+            .ok()
+            .and_then(|r| self.manager.provider(&r.provider).map(|p| p.gpu_devices()))
+            .unwrap_or_default();
+        let host = match self.monitor_handle().map(|m| m.snapshot().gpu.clone()) {
+            Some(quantbox_monitor::GpuReading::Unavailable { reason }) => Some(reason),
+            _ => None,
+        };
+        let reason = match (requested, devices.is_empty(), t) {
+            (false, _, _) => "not requested".to_owned(),
+            (true, true, _) => match host {
+                Some(why) => format!("ran on the CPU: {why}"),
+                None => "ran on the CPU: the sandbox's provider passes no GPU in (quantbox serve --gpus auto on a host with NVIDIA devices does)".to_owned(),
+            },
+            (true, false, AgentType::Custom) => format!(
+                "the sandbox has /dev/{}; whether the custom agent used them is up to the agent (quantbox cannot tell)",
+                devices.join(", /dev/")
+            ),
+            (true, false, _) => format!(
+                "the sandbox has /dev/{}, but the built-in agents compute on the CPU",
+                devices.join(", /dev/")
+            ),
+        };
+        GpuOut {
+            requested,
+            used: false,
+            reason,
+        }
     }
 }
 

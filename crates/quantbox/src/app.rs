@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub autoscale_interval: Duration,
     /// How often the metrics collector reads the host.
     pub metrics_interval: Duration,
+    /// Where NVIDIA device nodes are looked for to pass into sandboxes (`None`: off).
+    pub gpu_device_dir: Option<PathBuf>,
 }
 
 /// The default data directory: /var/lib/quantbox for root, else the XDG data home.
@@ -94,6 +96,7 @@ impl App {
         }
         local_cfg.cgroup_parent = cfg.cgroup_parent.clone();
         local_cfg.warm_pool = cfg.warm_pool;
+        local_cfg.gpu_device_dir = cfg.gpu_device_dir.clone();
         let local =
             Arc::new(LocalProvider::new(local_cfg).context("starting the local sandbox provider")?);
         let info = local.info();

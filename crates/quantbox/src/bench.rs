@@ -193,6 +193,7 @@ impl Engine {
             warm_pool,
             autoscale_interval: Duration::from_secs(10),
             metrics_interval: Duration::from_secs(1),
+            gpu_device_dir: Some(PathBuf::from("/dev")),
         };
         let app = App::open(&cfg).await.context("starting the engine")?;
         Ok(Self {

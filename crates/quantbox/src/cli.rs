@@ -54,6 +54,10 @@ pub struct EngineArgs {
     /// Seconds between two readings of the host by the metrics collector (0.25 to 3600).
     #[arg(long, env = "QUANTBOX_METRICS_INTERVAL_S", default_value_t = 1.0, value_parser = parse_interval_s)]
     pub metrics_interval_s: f64,
+    /// NVIDIA GPUs: `auto` binds the host's device nodes (/dev/nvidia*) into every
+    /// sandbox when there are any; `off` passes none in.
+    #[arg(long, env = "QUANTBOX_GPUS", default_value = "auto", value_parser = ["auto", "off"])]
+    pub gpus: String,
 }
 
 /// Seconds between 0.25 and 3600 (collector and refresh intervals).
@@ -80,6 +84,7 @@ impl EngineArgs {
             warm_pool: self.warm_pool,
             autoscale_interval: Duration::from_secs_f64(self.autoscale_interval_s.max(0.05)),
             metrics_interval: Duration::from_secs_f64(self.metrics_interval_s),
+            gpu_device_dir: (self.gpus == "auto").then(|| PathBuf::from("/dev")),
         }
     }
 }

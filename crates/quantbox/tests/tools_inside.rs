@@ -43,3 +43,70 @@ async fn the_quantbox_binary_is_inside_read_only() {
     e.terminate(&id).await;
     e.shutdown().await;
 }
+
+/// GPU passthrough, with the closest real thing this machine has: NVIDIA-named links to
+/// real character devices (`/dev/null`, `/dev/zero`) in the directory the server looks
+/// in. They appear in the sandbox's `/dev` as the devices they are, and
+/// `run_e2b_agent` says what it can about GPU use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nvidia_device_nodes_are_passed_into_sandboxes() {
+    if !require_root("nvidia_device_nodes_are_passed_into_sandboxes") {
+        return;
+    }
+    let devs = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/null", devs.path().join("nvidia0")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", devs.path().join("nvidiactl")).unwrap();
+    let dir = devs.path().to_path_buf();
+    let e = Engine::start_with(|c| {
+        c.warm_pool = 0;
+        c.gpu_device_dir = Some(dir);
+    })
+    .await;
+    let id = e.create(json!({"name": "gpu"})).await;
+    let ls = e
+        .ok(&id, "stat -c '%F %t:%T' /dev/nvidia0 /dev/nvidiactl")
+        .await;
+    assert_eq!(
+        ls.trim(),
+        "character special file 1:3\ncharacter special file 1:5"
+    );
+    assert_eq!(
+        e.ok(
+            &id,
+            "echo x > /dev/nvidia0 && head -c 3 /dev/nvidiactl | od -An -tx1"
+        )
+        .await
+        .trim(),
+        "00 00 00"
+    );
+    let r = e
+        .call(
+            "run_e2b_agent",
+            json!({"sandbox_id": id, "agent_type": "buy_and_hold", "symbols": ["AAPL"], "use_gpu": true,
+                   "strategy_params": {"start": "2012-01-01", "end": "2012-03-01"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "completed", "{r}");
+    assert_eq!(r["gpu"]["requested"], true);
+    assert_eq!(r["gpu"]["used"], false);
+    let why = r["gpu"]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("/dev/nvidia0") && why.contains("built-in agents compute on the CPU"),
+        "{why}"
+    );
+    e.terminate(&id).await;
+    e.shutdown().await;
+
+    // Without passthrough there is no such node.
+    let e = Engine::start_with(|c| {
+        c.warm_pool = 0;
+        c.gpu_device_dir = None;
+    })
+    .await;
+    let id = e.create(json!({"name": "nogpu"})).await;
+    let r = e.sh(&id, "ls /dev/nvidia0").await;
+    assert_ne!(r["exit_code"], 0, "{r}");
+    e.terminate(&id).await;
+    e.shutdown().await;
+}

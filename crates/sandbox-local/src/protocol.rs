@@ -61,6 +61,9 @@ pub struct InitConfig {
     /// The quantbox binary, bound read-only at [`TOOLS_EXE`] inside (agents run it).
     #[serde(default)]
     pub tools_exe: Option<PathBuf>,
+    /// Host device nodes (NVIDIA GPUs) bound into `/dev` under their own names.
+    #[serde(default)]
+    pub gpu_devices: Vec<PathBuf>,
 }
 
 /// Where the quantbox binary is inside every sandbox: on a small tmpfs over `/run`, so

@@ -119,6 +119,12 @@ pub trait Provider: Send + Sync + 'static {
     /// Names of the templates this provider can start.
     fn templates(&self) -> Vec<String>;
 
+    /// GPU device nodes this provider makes visible in its sandboxes (e.g. `nvidia0`);
+    /// empty when it passes none in.
+    fn gpu_devices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Refuses, before anything is created, a spec this provider cannot honour here.
     fn check(&self, spec: &SandboxSpec) -> Result<(), ProviderError>;
 

@@ -48,6 +48,7 @@ pub fn config(dir: &Path, parent: &str) -> EngineConfig {
         warm_pool: 2,
         autoscale_interval: Duration::from_millis(500),
         metrics_interval: Duration::from_secs(1),
+        gpu_device_dir: Some(PathBuf::from("/dev")),
     }
 }
 

@@ -389,6 +389,24 @@ fn build_dev(cfg: &InitConfig, r: &Path, rootless: bool) -> Result<(), StepError
             )?;
         }
     }
+    // GPUs the server passes in: bound from the host, as the driver made them.
+    for host in &cfg.gpu_devices {
+        let Some(name) = host.file_name() else {
+            continue;
+        };
+        let path = dev.join(name);
+        step("create a GPU node", fs::File::create(&path).map(drop))?;
+        nix_step(
+            "bind a GPU node",
+            mount(
+                Some(host.as_path()),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+        )?;
+    }
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o755);
     step("mkdir /dev/pts", dirs.create(dev.join("pts")))?;

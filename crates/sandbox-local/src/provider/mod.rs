@@ -62,6 +62,8 @@ pub struct LocalConfig {
     pub tmp_size_mb: u64,
     /// Size of each sandbox's `/dev/shm`.
     pub shm_size_mb: u64,
+    /// Where NVIDIA device nodes are looked for (`/dev`); `None` passes no GPU in.
+    pub gpu_device_dir: Option<PathBuf>,
 }
 
 impl LocalConfig {
@@ -76,8 +78,36 @@ impl LocalConfig {
             warm_pool: 2,
             tmp_size_mb: 1024,
             shm_size_mb: 64,
+            gpu_device_dir: Some(PathBuf::from("/dev")),
         }
     }
+}
+
+/// The NVIDIA device nodes in `dir` (the driver's `nvidia0…`, `nvidiactl`,
+/// `nvidia-uvm`, `nvidia-uvm-tools`, `nvidia-modeset`): character devices only, sorted.
+pub fn nvidia_devices(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let known = matches!(
+                name.as_ref(),
+                "nvidiactl" | "nvidia-uvm" | "nvidia-uvm-tools" | "nvidia-modeset"
+            ) || name
+                .strip_prefix("nvidia")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            // Follows links: a device node may be reached through one.
+            known && std::fs::metadata(e.path()).is_ok_and(|m| m.file_type().is_char_device())
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
 }
 
 /// Provider state persisted with the sandbox record, to find it again after a restart.
@@ -136,6 +166,8 @@ struct Inner {
     host_cpus: f64,
     /// The quantbox binary as a host path, bound read-only into every sandbox.
     tools_exe: Option<PathBuf>,
+    /// NVIDIA device nodes found on the host, bound into every sandbox's `/dev`.
+    gpu_devices: Vec<PathBuf>,
 }
 
 pub struct LocalProvider {
@@ -253,8 +285,17 @@ impl LocalProvider {
             Some(cfg.init_exe.clone())
         }
         .filter(|p| p.is_file());
+        let gpu_devices = cfg
+            .gpu_device_dir
+            .as_deref()
+            .map(nvidia_devices)
+            .unwrap_or_default();
+        if !gpu_devices.is_empty() {
+            tracing::info!(devices = ?gpu_devices, "NVIDIA devices are passed into sandboxes");
+        }
         Ok(Self {
             inner: Arc::new(Inner {
+                gpu_devices,
                 tools_exe,
                 cfg,
                 ids,
@@ -596,6 +637,14 @@ impl Provider for LocalProvider {
             detail,
             limits,
         }
+    }
+
+    fn gpu_devices(&self) -> Vec<String> {
+        self.inner
+            .gpu_devices
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect()
     }
 
     fn templates(&self) -> Vec<String> {
@@ -1031,5 +1080,34 @@ impl Provider for LocalProvider {
 
     async fn shutdown(&self) {
         pool::drain(&self.inner).await;
+    }
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+
+    #[test]
+    fn nvidia_device_nodes_are_found_by_name_and_kind() {
+        let d = tempfile::tempdir().unwrap();
+        for name in [
+            "nvidia0",
+            "nvidia12",
+            "nvidiactl",
+            "nvidia-uvm",
+            "nvidia-caps",
+            "nvidiax",
+            "null",
+        ] {
+            std::os::unix::fs::symlink("/dev/null", d.path().join(name)).unwrap();
+        }
+        // A regular file of a device's name is not a device.
+        std::fs::write(d.path().join("nvidia1"), b"").unwrap();
+        let names: Vec<String> = nvidia_devices(d.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["nvidia-uvm", "nvidia0", "nvidia12", "nvidiactl"]);
+        assert!(nvidia_devices(Path::new("/nonexistent")).is_empty());
     }
 }

@@ -171,6 +171,7 @@ async fn start_init(
         deadline_grace_ms: inner.cfg.deadline_grace.as_millis() as i64,
         nofile_limit: inner.cfg.nofile_limit,
         tools_exe: inner.tools_exe.clone(),
+        gpu_devices: inner.gpu_devices.clone(),
     };
     // init's pidfd once the helper has reported it, so that a failure or a timeout can
     // still kill and reap it (init is our child: unreaped, it would stay a zombie).
