@@ -320,6 +320,27 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The stored order of an agent's `order` event (open until acks, fills or a reject
+/// say more; simulated).
+pub fn order_record(strategy: &str, o: &quantbox_trading::protocol::OrderEvent) -> Order {
+    Order {
+        strategy: strategy.to_owned(),
+        id: o.id.clone(),
+        symbol: o.symbol.clone(),
+        side: o.side,
+        quantity: o.quantity,
+        order_type: o.order_type.clone(),
+        limit_price: o.limit_price,
+        arrival_price: Some(o.arrival_price),
+        decision_ms: o.decision_ms,
+        submit_ms: o.t_ms,
+        ack_ms: None,
+        state: OrderState::Open,
+        reject_reason: None,
+        simulated: true,
+    }
+}
+
 /// The run's records as they arrive, written in batches.
 struct Ingest {
     strategy: String,
@@ -390,22 +411,7 @@ impl Ingest {
                 if !self.orders.contains_key(&o.id) {
                     self.order_seq.push(o.id.clone());
                 }
-                let order = Order {
-                    strategy: self.strategy.clone(),
-                    id: o.id.clone(),
-                    symbol: o.symbol.clone(),
-                    side: o.side,
-                    quantity: o.quantity,
-                    order_type: o.order_type.clone(),
-                    limit_price: o.limit_price,
-                    arrival_price: Some(o.arrival_price),
-                    decision_ms: o.decision_ms,
-                    submit_ms: o.t_ms,
-                    ack_ms: None,
-                    state: OrderState::Open,
-                    reject_reason: None,
-                    simulated: true,
-                };
+                let order = order_record(&self.strategy, o);
                 self.orders.insert(o.id.clone(), (order, 0.0));
                 self.dirty.push(o.id.clone());
                 self.trade_events.push(e.clone());

@@ -203,22 +203,7 @@ fn records(events: &[Event], strategy: &str) -> Records {
         match e {
             Event::Order(o) => {
                 index.insert(&o.id, (orders.len(), 0.0));
-                orders.push(Order {
-                    strategy: strategy.to_owned(),
-                    id: o.id.clone(),
-                    symbol: o.symbol.clone(),
-                    side: o.side,
-                    quantity: o.quantity,
-                    order_type: o.order_type.clone(),
-                    limit_price: o.limit_price,
-                    arrival_price: Some(o.arrival_price),
-                    decision_ms: o.decision_ms,
-                    submit_ms: o.t_ms,
-                    ack_ms: None,
-                    state: OrderState::Open,
-                    reject_reason: None,
-                    simulated: true,
-                });
+                orders.push(quantbox_ops::agents::order_record(strategy, o));
             }
             Event::Ack(a) => {
                 if let Some(&(i, _)) = index.get(a.order_id.as_str()) {

@@ -148,23 +148,24 @@ pub(super) async fn run(
                         None => std::future::pending().await,
                     }
                 };
-                tokio::select! {
+                let got = tokio::select! {
                     r = tokio::time::timeout_at(deadline, events.recv()) => match r {
-                        Ok(ev) => ev,
+                        Ok(ev) => Some(ev),
                         Err(_) => {
                             timed_out = true;
-                            let _ = sb
-                                .client
-                                .send(&ToInit::Signal {
-                                    id: exec_id,
-                                    signal: libc::SIGKILL,
-                                })
-                                .await;
-                            continue;
+                            None
                         }
                     },
                     () = cancelled_now => {
                         cancelled = true;
+                        None
+                    }
+                };
+                match got {
+                    Some(ev) => ev,
+                    None => {
+                        // Out of time or cancelled: kill the process group, then wait
+                        // for its exit a little longer.
                         let _ = sb
                             .client
                             .send(&ToInit::Signal {
