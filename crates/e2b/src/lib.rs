@@ -12,10 +12,14 @@
 //! - [`model`]: the control plane's request and response bodies, with E2B's field names,
 //!   defaults and paging rules;
 //! - [`ids`]: E2B's conventions for sandbox ids, envd hosts and routing headers, API keys,
-//!   idempotency keys and template references.
+//!   idempotency keys and template references;
+//! - [`server`]: the first control-plane routes over the operations layer (health, create
+//!   v1/v2, details, lists with filters and paging, timeout, kill), not yet mounted by
+//!   `quantbox serve`.
 //!
-//! Nothing here does I/O.
+//! Only [`server`] touches the network (as an axum router someone else serves).
 
 pub mod connect;
 pub mod ids;
 pub mod model;
+pub mod server;

@@ -1,0 +1,354 @@
+//! E2B's control plane, served over quantbox's own sandboxes: the routes E2B's SDKs call
+//! to create, inspect, list, time out and kill sandboxes, with E2B's bodies, status codes,
+//! error shape and `X-API-Key` auth. A thin front end: every route calls the operations
+//! layer (`Ops::call`), as REST and MCP do. (Not yet mounted by `quantbox serve`; envd,
+//! pause/connect and metrics come next.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use quantbox_ops::{ErrorCode, OpError, Ops};
+use serde_json::{Value, json};
+
+use crate::model::{
+    ApiError, ApiVersion, ListedSandbox, NewSandbox, Sandbox, SandboxDetail, SandboxState,
+    SandboxTimeoutRequest, parse_limit, parse_states,
+};
+
+/// The envd version quantbox reports: none of envd is served yet.
+pub const ENVD_VERSION: &str = "0.0.0";
+
+#[derive(Clone)]
+struct S {
+    ops: Ops,
+    keys: Arc<Vec<String>>,
+}
+
+fn err(status: u16, message: impl Into<String>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(ApiError::new(status, message))).into_response()
+}
+
+/// quantbox's error as E2B's (`{code, message}` with the HTTP status).
+fn op_err(e: &OpError) -> Response {
+    let status = match e.code {
+        ErrorCode::InvalidArgument => 400,
+        ErrorCode::Unauthenticated => 401,
+        ErrorCode::PermissionDenied => 403,
+        ErrorCode::NotFound => 404,
+        ErrorCode::AlreadyExists | ErrorCode::FailedPrecondition => 409,
+        ErrorCode::ResourceExhausted => 429,
+        ErrorCode::Unavailable => 503,
+        ErrorCode::DeadlineExceeded => 504,
+        ErrorCode::Internal => 500,
+    };
+    err(status, e.message.clone())
+}
+
+/// E2B's control plane over `ops`; requests must carry one of `api_keys` as
+/// `X-API-Key` (`GET /health` excepted).
+pub fn control_router(ops: Ops, api_keys: Vec<String>) -> Router {
+    let s = S {
+        ops,
+        keys: Arc::new(api_keys),
+    };
+    let authed = Router::new()
+        .route("/sandboxes", post(create_v1).get(list_v1))
+        .route("/v2/sandboxes", post(create_v2).get(list_v2))
+        .route("/sandboxes/{id}", get(detail).delete(kill))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .layer(axum::middleware::from_fn_with_state(s.clone(), auth))
+        .with_state(s);
+    Router::new()
+        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .merge(authed)
+}
+
+async fn auth(State(s): State<S>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    match given {
+        Some(k) if s.keys.iter().any(|x| x == k) => next.run(req).await,
+        Some(_) => err(401, "Invalid API key"),
+        None => err(401, "Missing X-API-Key header"),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(err(400, format!("invalid request body: {e}"))))
+}
+
+async fn create_v1(State(s): State<S>, body: Bytes) -> Response {
+    create(s, body, ApiVersion::V1).await
+}
+
+async fn create_v2(State(s): State<S>, body: Bytes) -> Response {
+    create(s, body, ApiVersion::V2).await
+}
+
+async fn create(s: S, body: Bytes, v: ApiVersion) -> Response {
+    let new: NewSandbox = match parse_body(&body) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let timeout = new.timeout_secs(v);
+    if timeout <= 0 {
+        return err(400, "Timeout must be greater than 0");
+    }
+    if timeout > 86_400 {
+        return err(400, "Timeout cannot be greater than 24 hours");
+    }
+    let args = json!({
+        "name": "e2b",
+        "template": new.template_id,
+        "timeout": timeout,
+        "env_vars": new.env_vars,
+        "metadata": new.metadata,
+    });
+    match s.ops.call("create_e2b_sandbox", args).await {
+        Ok(out) => {
+            let sandbox_id = out["sandbox_id"].as_str().unwrap_or_default().to_owned();
+            let sb = Sandbox {
+                template_id: new.template_id,
+                client_id: sandbox_id.clone(),
+                sandbox_id,
+                envd_version: ENVD_VERSION.into(),
+                alias: None,
+                envd_access_token: None,
+                traffic_access_token: None,
+                domain: None,
+            };
+            (StatusCode::CREATED, axum::Json(sb)).into_response()
+        }
+        // An unknown template is E2B's 404.
+        Err(e) if e.code == ErrorCode::InvalidArgument && e.message.starts_with("template") => {
+            err(404, e.message)
+        }
+        Err(e) => op_err(&e),
+    }
+}
+
+fn state_of(status: &str) -> Option<SandboxState> {
+    match status {
+        "running" | "creating" => Some(SandboxState::Running),
+        "paused" => Some(SandboxState::Paused),
+        _ => None,
+    }
+}
+
+fn resources(v: &Value) -> (i32, i32) {
+    (
+        v["resources"]["cpu_count"]
+            .as_f64()
+            .unwrap_or(1.0)
+            .ceil()
+            .max(1.0) as i32,
+        v["resources"]["memory_mb"].as_i64().unwrap_or(512).max(128) as i32,
+    )
+}
+
+fn listed(v: &Value) -> Option<ListedSandbox> {
+    let state = state_of(v["status"].as_str()?)?;
+    let (cpu_count, memory_mb) = resources(v);
+    let id = v["sandbox_id"].as_str()?.to_owned();
+    let metadata: BTreeMap<String, String> =
+        serde_json::from_value(v["metadata"].clone()).unwrap_or_default();
+    Some(ListedSandbox {
+        template_id: v["template"].as_str()?.to_owned(),
+        client_id: id.clone(),
+        sandbox_id: id,
+        started_at: v["created_at"].as_str()?.to_owned(),
+        end_at: v["expires_at"].as_str()?.to_owned(),
+        cpu_count,
+        memory_mb,
+        disk_size_mb: 0,
+        state,
+        envd_version: ENVD_VERSION.into(),
+        alias: None,
+        metadata: Some(metadata.into_iter().collect()),
+    })
+}
+
+async fn detail(State(s): State<S>, Path(id): Path<String>) -> Response {
+    let list = match s.ops.call("list_e2b_sandboxes", json!({})).await {
+        Ok(l) => l,
+        Err(e) => return op_err(&e),
+    };
+    let found = list["sandboxes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["sandbox_id"] == id.as_str())
+        .and_then(listed);
+    match found {
+        Some(l) => axum::Json(SandboxDetail {
+            template_id: l.template_id,
+            sandbox_id: l.sandbox_id,
+            client_id: l.client_id,
+            started_at: l.started_at,
+            end_at: l.end_at,
+            cpu_count: l.cpu_count,
+            memory_mb: l.memory_mb,
+            disk_size_mb: l.disk_size_mb,
+            state: l.state,
+            envd_version: l.envd_version,
+            alias: None,
+            envd_access_token: None,
+            allow_internet_access: Some(false),
+            domain: None,
+            metadata: l.metadata,
+            network: None,
+            lifecycle: None,
+            volume_mounts: None,
+            envd_unresponsive_at_pause: None,
+            pause_mode: None,
+        })
+        .into_response(),
+        None => err(
+            404,
+            format!("sandbox \"{id}\" doesn't exist or you don't have access to it"),
+        ),
+    }
+}
+
+async fn kill(State(s): State<S>, Path(id): Path<String>) -> Response {
+    // A sandbox that has stopped is gone, as far as E2B is concerned.
+    match s
+        .ops
+        .call(
+            "get_e2b_sandbox_status",
+            json!({"sandbox_id": id, "log_lines": 0}),
+        )
+        .await
+    {
+        Ok(st) if st["status"] == "stopped" => {
+            return err(404, format!("sandbox \"{id}\" not found"));
+        }
+        Ok(_) => {}
+        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::InvalidArgument) => {
+            return err(404, format!("sandbox \"{id}\" not found"));
+        }
+        Err(e) => return op_err(&e),
+    }
+    match s
+        .ops
+        .call(
+            "terminate_e2b_sandbox",
+            json!({"sandbox_id": id, "force": true}),
+        )
+        .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => op_err(&e),
+    }
+}
+
+async fn set_timeout(State(s): State<S>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: SandboxTimeoutRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if req.timeout <= 0 {
+        return err(400, "Timeout must be greater than 0");
+    }
+    if quantbox_sandbox::SandboxId::parse(&id).is_err() {
+        return err(404, format!("sandbox \"{id}\" not found"));
+    }
+    let input = quantbox_ops::sandboxes::TimeoutInput {
+        sandbox_id: id,
+        timeout: i64::from(req.timeout),
+    };
+    match s.ops.set_sandbox_timeout(input).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => op_err(&e),
+    }
+}
+
+/// `metadata` filter of the list routes: `key1=value1&key2=value2`, URL-encoded.
+fn metadata_filter(q: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    q.get("metadata")
+        .map(|m| {
+            m.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn list_v1(State(s): State<S>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let args = json!({"status_filter": "running", "metadata": metadata_filter(&q)});
+    match s.ops.call("list_e2b_sandboxes", args).await {
+        Ok(l) => {
+            let v: Vec<ListedSandbox> = l["sandboxes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(listed)
+                .collect();
+            axum::Json(v).into_response()
+        }
+        Err(e) => op_err(&e),
+    }
+}
+
+async fn list_v2(State(s): State<S>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let limit = match parse_limit(q.get("limit").map(String::as_str)) {
+        Ok(l) => l as usize,
+        Err(e) => {
+            let a = e.to_api_error();
+            return err(a.code as u16, a.message);
+        }
+    };
+    let states = match parse_states(q.get("state").map(String::as_str)) {
+        Ok(s) => s,
+        Err(e) => {
+            let a = e.to_api_error();
+            return err(a.code as u16, a.message);
+        }
+    };
+    let args = json!({"status_filter": "all", "metadata": metadata_filter(&q)});
+    let l = match s.ops.call("list_e2b_sandboxes", args).await {
+        Ok(l) => l,
+        Err(e) => return op_err(&e),
+    };
+    // Newest first; the cursor is the last id of the previous page.
+    let all: Vec<ListedSandbox> = l["sandboxes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(listed)
+        .filter(|x| states.contains(&x.state))
+        .collect();
+    let running = all
+        .iter()
+        .filter(|x| x.state == SandboxState::Running)
+        .count();
+    let start = match q.get("nextToken") {
+        Some(t) => match all.iter().position(|x| &x.sandbox_id == t) {
+            Some(i) => i + 1,
+            None => return err(400, format!("invalid nextToken `{t}`")),
+        },
+        None => 0,
+    };
+    let page: Vec<ListedSandbox> = all.iter().skip(start).take(limit).cloned().collect();
+    let mut resp = axum::Json(&page).into_response();
+    let h = resp.headers_mut();
+    if start + page.len() < all.len()
+        && let Some(last) = page.last()
+        && let Ok(v) = HeaderValue::from_str(&last.sandbox_id)
+    {
+        h.insert("x-next-token", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&running.to_string()) {
+        h.insert("x-total-running", v);
+    }
+    resp
+}
