@@ -14,7 +14,7 @@
 //! - [`ids`]: E2B's conventions for sandbox ids, envd hosts and routing headers, API keys,
 //!   idempotency keys and template references;
 //! - [`server`]: the first control-plane routes over the operations layer (health, create
-//!   v1/v2, details, lists with filters and paging, timeout, kill), not yet mounted by
+//!   v1/v2, details, lists with filters and paging, timeout, pause, connect, kill), not yet mounted by
 //!   `quantbox serve`.
 //!
 //! Only [`server`] touches the network (as an axum router someone else serves).

@@ -2,7 +2,7 @@
 //! to create, inspect, list, time out and kill sandboxes, with E2B's bodies, status codes,
 //! error shape and `X-API-Key` auth. A thin front end: every route calls the operations
 //! layer (`Ops::call`), as REST and MCP do. (Not yet mounted by `quantbox serve`; envd,
-//! pause/connect and metrics come next.)
+//! metrics and logs come next.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +18,8 @@ use quantbox_ops::{ErrorCode, OpError, Ops};
 use serde_json::{Value, json};
 
 use crate::model::{
-    ApiError, ApiVersion, ListedSandbox, NewSandbox, Sandbox, SandboxDetail, SandboxState,
-    SandboxTimeoutRequest, parse_limit, parse_states,
+    ApiError, ApiVersion, ConnectSandbox, ConnectSandboxV2, ListedSandbox, NewSandbox, Sandbox,
+    SandboxDetail, SandboxState, SandboxTimeoutRequest, parse_limit, parse_states,
 };
 
 /// The envd version quantbox reports: none of envd is served yet.
@@ -64,6 +64,9 @@ pub fn control_router(ops: Ops, api_keys: Vec<String>) -> Router {
         .route("/v2/sandboxes", post(create_v2).get(list_v2))
         .route("/sandboxes/{id}", get(detail).delete(kill))
         .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/connect", post(connect_v1))
+        .route("/v2/sandboxes/{id}/connect", post(connect_v2))
         .layer(axum::middleware::from_fn_with_state(s.clone(), auth))
         .with_state(s);
     Router::new()
@@ -269,6 +272,104 @@ async fn set_timeout(State(s): State<S>, Path(id): Path<String>, body: Bytes) ->
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => op_err(&e),
     }
+}
+
+/// The active sandbox `id` as listed, or E2B's 404.
+async fn active(s: &S, id: &str) -> Result<ListedSandbox, Box<Response>> {
+    let list = s
+        .ops
+        .call("list_e2b_sandboxes", json!({}))
+        .await
+        .map_err(|e| Box::new(op_err(&e)))?;
+    list["sandboxes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["sandbox_id"] == id)
+        .and_then(listed)
+        .ok_or_else(|| Box::new(err(404, format!("sandbox \"{id}\" not found"))))
+}
+
+async fn pause(State(s): State<S>, Path(id): Path<String>) -> Response {
+    let sb = match active(&s, &id).await {
+        Ok(sb) => sb,
+        Err(r) => return *r,
+    };
+    if sb.state == SandboxState::Paused {
+        return err(409, format!("sandbox \"{id}\" is already paused"));
+    }
+    match s.ops.pause_sandbox(&id).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => op_err(&e),
+    }
+}
+
+async fn connect_v1(State(s): State<S>, Path(id): Path<String>, body: Bytes) -> Response {
+    match parse_body::<ConnectSandbox>(&body) {
+        Ok(c) => connect(s, id, c.timeout).await,
+        Err(r) => *r,
+    }
+}
+
+async fn connect_v2(State(s): State<S>, Path(id): Path<String>, body: Bytes) -> Response {
+    // The body is optional: its timeout defaults to 300 s.
+    let c = if body.is_empty() {
+        Ok(ConnectSandboxV2 {
+            timeout: crate::model::DEFAULT_TIMEOUT_V2_SECS,
+            memory: None,
+        })
+    } else {
+        parse_body::<ConnectSandboxV2>(&body)
+    };
+    match c {
+        Ok(c) => connect(s, id, c.timeout).await,
+        Err(r) => *r,
+    }
+}
+
+/// Connect: a running sandbox answers 200 (its lifetime extended to at least `timeout`
+/// from now, never shortened); a paused one is resumed and answers 201.
+async fn connect(s: S, id: String, timeout: i32) -> Response {
+    if timeout <= 0 {
+        return err(400, "Timeout must be greater than 0");
+    }
+    let sb = match active(&s, &id).await {
+        Ok(sb) => sb,
+        Err(r) => return *r,
+    };
+    let resumed = sb.state == SandboxState::Paused;
+    if resumed && let Err(e) = s.ops.resume_sandbox(&id).await {
+        return op_err(&e);
+    }
+    let left_s = quantbox_sandbox::Timestamp::parse_rfc3339(&sb.end_at)
+        .map(|end| end.ms_since(quantbox_sandbox::Timestamp::now()) / 1000)
+        .unwrap_or(0);
+    // A paused sandbox's clock stood still: after resuming it has what it had left.
+    if i64::from(timeout) > left_s || resumed {
+        let input = quantbox_ops::sandboxes::TimeoutInput {
+            sandbox_id: id.clone(),
+            timeout: i64::from(timeout).max(left_s.min(86_400)),
+        };
+        if let Err(e) = s.ops.set_sandbox_timeout(input).await {
+            return op_err(&e);
+        }
+    }
+    let body = Sandbox {
+        template_id: sb.template_id,
+        client_id: sb.client_id,
+        sandbox_id: sb.sandbox_id,
+        envd_version: ENVD_VERSION.into(),
+        alias: None,
+        envd_access_token: None,
+        traffic_access_token: None,
+        domain: None,
+    };
+    let status = if resumed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// `metadata` filter of the list routes: `key1=value1&key2=value2`, URL-encoded.

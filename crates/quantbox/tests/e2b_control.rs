@@ -1,7 +1,7 @@
 //! E2B's control plane served over quantbox's sandboxes (`quantbox_e2b::server`), spoken
 //! to over HTTP as E2B's SDKs do: auth by `X-API-Key`, create (v1 and v2 with their
 //! default timeouts), details, the v2 list with metadata filter and paging, timeouts,
-//! kill, E2B's error shape and statuses. Sandboxes made this way are ordinary quantbox
+//! pause and connect (200 vs 201), kill, E2B's error shape and statuses. Sandboxes made this way are ordinary quantbox
 //! sandboxes.
 
 mod common;
@@ -165,6 +165,59 @@ async fn the_control_plane_over_local_sandboxes() {
     )
     .await;
     assert_eq!((st, body["code"].as_i64()), (400, Some(400)), "{body}");
+
+    // Pause, then connect: 201 when it was resumed, 200 when it ran; never shortened.
+    let (st, _, _) = call("POST", &format!("/sandboxes/{a_id}/pause"), None, Some(KEY)).await;
+    assert_eq!(st, 204);
+    let (_, d, _) = call("GET", &format!("/sandboxes/{a_id}"), None, Some(KEY)).await;
+    assert_eq!(d["state"], "paused", "{d}");
+    let (st, body, _) = call("POST", &format!("/sandboxes/{a_id}/pause"), None, Some(KEY)).await;
+    assert_eq!(st, 409, "{body}");
+    let (st, c, _) = call(
+        "POST",
+        &format!("/v2/sandboxes/{a_id}/connect"),
+        Some(json!({"timeout": 120})),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(st, 201, "{c}");
+    assert_eq!(c["sandboxID"], a_id.as_str());
+    let (_, d, _) = call("GET", &format!("/sandboxes/{a_id}"), None, Some(KEY)).await;
+    assert_eq!(d["state"], "running", "{d}");
+    let (st, _, _) = call(
+        "POST",
+        &format!("/sandboxes/{a_id}/connect"),
+        Some(json!({"timeout": 30})),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, d, _) = call("GET", &format!("/sandboxes/{a_id}"), None, Some(KEY)).await;
+    let left = secs_between(
+        &json!(quantbox_sandbox::Timestamp::now().to_rfc3339()),
+        &d["endAt"],
+    );
+    assert!(
+        (115..=120).contains(&left),
+        "connect shortened the lifetime to {left} s: {d}"
+    );
+    assert_eq!(e.ok(&a_id, "echo back").await.trim(), "back");
+    let (st, _, _) = call(
+        "POST",
+        &format!("/sandboxes/{a_id}/connect"),
+        None,
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(st, 400, "v1 connect needs its body");
+    let (st, _, _) = call(
+        "POST",
+        "/v2/sandboxes/aaaaaaaaaaaaaaaaaaaa/connect",
+        Some(json!({"timeout": 10})),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(st, 404);
 
     // Errors in E2B's shape.
     let (st, body, _) = call(
