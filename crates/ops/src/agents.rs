@@ -941,24 +941,33 @@ fn check_symbols(
     start: Option<quantbox_trading::Day>,
     end: Option<quantbox_trading::Day>,
 ) -> Result<(), OpError> {
-    let bundled = market::bundled()
+    // The bundled symbols' date ranges, read once per process (decompressing the data
+    // takes milliseconds; every run asks).
+    type Ranges = Vec<(String, quantbox_trading::Day, quantbox_trading::Day)>;
+    static RANGES: std::sync::OnceLock<Result<Ranges, String>> = std::sync::OnceLock::new();
+    let ranges = RANGES
+        .get_or_init(|| {
+            market::bundled()
+                .map(|all| {
+                    all.into_iter()
+                        .map(|b| (b.symbol, b.bars[0].day, b.bars[b.bars.len() - 1].day))
+                        .collect()
+                })
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
         .map_err(|e| OpError::internal(format!("the bundled market data: {e}")))?;
     for (i, s) in symbols.iter().enumerate() {
-        let Some(b) = bundled.iter().find(|b| &b.symbol == s) else {
+        let Some((_, first, last)) = ranges.iter().find(|r| &r.0 == s) else {
             return Err(OpError::invalid(
                 &format!("symbols[{i}]"),
                 format!(
                     "unknown symbol `{s}`; agents replay the bundled data: {}",
-                    bundled
-                        .iter()
-                        .map(|b| b.symbol.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    market::SYMBOLS.join(", ")
                 ),
             ));
         };
-        let (first, last) = (b.bars[0].day, b.bars[b.bars.len() - 1].day);
-        if start.is_some_and(|d| d > last) || end.is_some_and(|d| d < first) {
+        if start.is_some_and(|d| d > *last) || end.is_some_and(|d| d < *first) {
             return Err(OpError::invalid(
                 "strategy_params.start",
                 format!("{s} has data from {first} to {last}; the dates asked for are outside it"),

@@ -124,6 +124,13 @@ impl Ops {
         let store = self.trading()?.clone();
         tokio::task::spawn_blocking(move || {
             let have = store.symbols()?;
+            // Every start comes here: decompress the data only when something is missing.
+            if market::SYMBOLS
+                .iter()
+                .all(|m| have.iter().any(|s| s.symbol == *m))
+            {
+                return Ok(0);
+            }
             let mut written = 0;
             let bundled = market::bundled()
                 .map_err(|e| OpError::internal(format!("the bundled market data: {e}")))?;

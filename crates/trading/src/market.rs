@@ -52,6 +52,9 @@ const STOCKS: [(&str, &str); 5] = [
     ("FB", "Meta Platforms (Facebook)"),
 ];
 
+/// The symbols [`bundled`] returns, in its order (known without decompressing anything).
+pub const SYMBOLS: [&str; 7] = ["AAPL", "IBM", "MSFT", "GOOG", "FB", "SPX", "IXIC"];
+
 /// The bundled symbols: AAPL, IBM, MSFT, GOOG, FB, then SPX and IXIC. Decompresses and
 /// parses the embedded files (a few milliseconds in a release build); an error means the
 /// embedded data is not what the tests checked.
@@ -147,6 +150,10 @@ mod tests {
     #[test]
     fn bundled_symbols() {
         let all = bundled().unwrap();
+        assert_eq!(
+            all.iter().map(|s| s.symbol.as_str()).collect::<Vec<_>>(),
+            SYMBOLS
+        );
         let summary: Vec<(&str, usize, String, String)> = all
             .iter()
             .map(|s| {
