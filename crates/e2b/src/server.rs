@@ -118,23 +118,31 @@ async fn create(s: S, body: Bytes, v: ApiVersion) -> Response {
     match s.ops.call("create_e2b_sandbox", args).await {
         Ok(out) => {
             let sandbox_id = out["sandbox_id"].as_str().unwrap_or_default().to_owned();
-            let sb = Sandbox {
-                template_id: new.template_id,
-                client_id: sandbox_id.clone(),
-                sandbox_id,
-                envd_version: ENVD_VERSION.into(),
-                alias: None,
-                envd_access_token: None,
-                traffic_access_token: None,
-                domain: None,
-            };
-            (StatusCode::CREATED, axum::Json(sb)).into_response()
+            (
+                StatusCode::CREATED,
+                axum::Json(sandbox_body(new.template_id, &sandbox_id)),
+            )
+                .into_response()
         }
         // An unknown template is E2B's 404.
         Err(e) if e.code == ErrorCode::InvalidArgument && e.message.starts_with("template") => {
             err(404, e.message)
         }
         Err(e) => op_err(&e),
+    }
+}
+
+/// The `Sandbox` answer of create and connect.
+fn sandbox_body(template_id: String, sandbox_id: &str) -> Sandbox {
+    Sandbox {
+        template_id,
+        sandbox_id: sandbox_id.to_owned(),
+        client_id: sandbox_id.to_owned(),
+        envd_version: ENVD_VERSION.into(),
+        alias: None,
+        envd_access_token: None,
+        traffic_access_token: None,
+        domain: None,
     }
 }
 
@@ -180,18 +188,8 @@ fn listed(v: &Value) -> Option<ListedSandbox> {
 }
 
 async fn detail(State(s): State<S>, Path(id): Path<String>) -> Response {
-    let list = match s.ops.call("list_e2b_sandboxes", json!({})).await {
-        Ok(l) => l,
-        Err(e) => return op_err(&e),
-    };
-    let found = list["sandboxes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["sandbox_id"] == id.as_str())
-        .and_then(listed);
-    match found {
-        Some(l) => axum::Json(SandboxDetail {
+    match active(&s, &id).await {
+        Ok(l) => axum::Json(SandboxDetail {
             template_id: l.template_id,
             sandbox_id: l.sandbox_id,
             client_id: l.client_id,
@@ -214,10 +212,7 @@ async fn detail(State(s): State<S>, Path(id): Path<String>) -> Response {
             pause_mode: None,
         })
         .into_response(),
-        None => err(
-            404,
-            format!("sandbox \"{id}\" doesn't exist or you don't have access to it"),
-        ),
+        Err(r) => *r,
     }
 }
 
@@ -287,7 +282,12 @@ async fn active(s: &S, id: &str) -> Result<ListedSandbox, Box<Response>> {
         .flatten()
         .find(|v| v["sandbox_id"] == id)
         .and_then(listed)
-        .ok_or_else(|| Box::new(err(404, format!("sandbox \"{id}\" not found"))))
+        .ok_or_else(|| {
+            Box::new(err(
+                404,
+                format!("sandbox \"{id}\" doesn't exist or you don't have access to it"),
+            ))
+        })
 }
 
 async fn pause(State(s): State<S>, Path(id): Path<String>) -> Response {
@@ -354,16 +354,7 @@ async fn connect(s: S, id: String, timeout: i32) -> Response {
             return op_err(&e);
         }
     }
-    let body = Sandbox {
-        template_id: sb.template_id,
-        client_id: sb.client_id,
-        sandbox_id: sb.sandbox_id,
-        envd_version: ENVD_VERSION.into(),
-        alias: None,
-        envd_access_token: None,
-        traffic_access_token: None,
-        domain: None,
-    };
+    let body = sandbox_body(sb.template_id, &sb.sandbox_id);
     let status = if resumed {
         StatusCode::CREATED
     } else {

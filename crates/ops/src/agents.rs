@@ -396,6 +396,24 @@ impl Ingest {
         self.log_tail.push_back(line);
     }
 
+    /// One line's outcome: an event, or a malformed line, counted, logged and kept in
+    /// the tail.
+    fn line(&mut self, r: Result<Event, quantbox_trading::protocol::Malformed>) {
+        match r {
+            Ok(e) => self.event(e),
+            Err(m) => {
+                self.malformed += 1;
+                tracing::debug!(strategy = %self.strategy, "agent line is not an event: {m}");
+                self.tail(format!("not an event: {m}"));
+            }
+        }
+    }
+
+    /// Enough records wait to be written as one batch.
+    fn batch_full(&self) -> bool {
+        self.fills.len() + self.equity.len() + self.dirty.len() > 20_000
+    }
+
     fn event(&mut self, e: Event) {
         match &e {
             // The feed's sign of life is when a bar or heartbeat arrived (a replayed
@@ -687,7 +705,6 @@ impl Ops {
         let writer = {
             let ingest = ingest.clone();
             let store = store.clone();
-            let strategy = strategy_name.clone();
             tokio::spawn(async move {
                 let mut last = Instant::now();
                 let mut failure: Option<OpError> = None;
@@ -696,17 +713,9 @@ impl Ops {
                         let mut g = ingest.lock().unwrap_or_else(|e| e.into_inner());
                         let (ing, parser) = &mut *g;
                         for r in parser.push(&chunk) {
-                            match r {
-                                Ok(e) => ing.event(e),
-                                Err(m) => {
-                                    ing.malformed += 1;
-                                    tracing::debug!(strategy = %strategy, "agent line is not an event: {m}");
-                                    ing.tail(format!("not an event: {m}"));
-                                }
-                            }
+                            ing.line(r);
                         }
-                        last.elapsed() >= Duration::from_millis(200)
-                            || ing.fills.len() + ing.equity.len() + ing.dirty.len() > 20_000
+                        last.elapsed() >= Duration::from_millis(200) || ing.batch_full()
                     };
                     if due && failure.is_none() {
                         last = Instant::now();
@@ -772,13 +781,7 @@ impl Ops {
                 let mut g = ingest.lock().unwrap_or_else(|e| e.into_inner());
                 let (ing, parser) = &mut *g;
                 if let Some(r) = parser.finish() {
-                    match r {
-                        Ok(e) => ing.event(e),
-                        Err(m) => {
-                            ing.malformed += 1;
-                            ing.tail(format!("not an event: {m}"));
-                        }
-                    }
+                    ing.line(r);
                 }
                 let trades = ing.finish(store.as_ref());
                 let taken = std::mem::replace(ing, Ingest::new(""));
@@ -1219,19 +1222,14 @@ pub fn ingest_output(
     // Pipe-sized pieces, as a sandbox's stdout arrives.
     for chunk in output.chunks(64 * 1024) {
         for r in parser.push(chunk) {
-            match r {
-                Ok(e) => ing.event(e),
-                Err(_) => ing.malformed += 1,
-            }
+            ing.line(r);
         }
-        if ing.fills.len() + ing.equity.len() + ing.dirty.len() > 20_000 {
+        if ing.batch_full() {
             ing.flush(store)?;
         }
     }
-    match parser.finish() {
-        Some(Ok(e)) => ing.event(e),
-        Some(Err(_)) => ing.malformed += 1,
-        None => {}
+    if let Some(r) = parser.finish() {
+        ing.line(r);
     }
     ing.finish(store)?;
     Ok((parser.events(), ing.malformed))
