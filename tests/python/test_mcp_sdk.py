@@ -1059,7 +1059,8 @@ class HttpServer:
         env.pop("QUANTBOX_LISTEN", None)
         self._errlog = open(self.log, "w")
         self.proc = subprocess.Popen(
-            [exe, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data)],
+            [exe, "serve", "--listen", "127.0.0.1:0", "--e2b-listen", "off",
+             "--data-dir", str(self.data)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._errlog,

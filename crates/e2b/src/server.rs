@@ -1,8 +1,10 @@
 //! E2B's control plane, served over quantbox's own sandboxes: the routes E2B's SDKs call
 //! to create, inspect, list, time out and kill sandboxes, with E2B's bodies, status codes,
 //! error shape and `X-API-Key` auth. A thin front end: every route calls the operations
-//! layer (`Ops::call`), as REST and MCP do. (Not yet mounted by `quantbox serve`; envd,
-//! metrics and logs come next.)
+//! layer (`Ops::call`), as REST and MCP do. Mounted by `quantbox serve` on its E2B port,
+//! next to envd (see [`crate::router`]). Metrics and logs are in [`observe`].
+
+mod observe;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,17 +20,37 @@ use quantbox_ops::{ErrorCode, OpError, Ops};
 use serde_json::{Value, json};
 
 use crate::model::{
-    ApiError, ApiVersion, ConnectSandbox, ConnectSandboxV2, ListedSandbox, NewSandbox, Sandbox,
-    SandboxDetail, SandboxState, SandboxTimeoutRequest, parse_limit, parse_states,
+    ApiError, ApiVersion, ConnectSandbox, ConnectSandboxV2, DEFAULT_TIMEOUT_V1_SECS, ListedSandbox,
+    NewSandbox, ResumedSandbox, Sandbox, SandboxDetail, SandboxRefreshRequest, SandboxState,
+    SandboxTimeoutRequest, parse_limit, parse_states,
 };
 
-/// The envd version quantbox reports: none of envd is served yet.
-pub const ENVD_VERSION: &str = "0.0.0";
+use crate::envd::{AccessTokens, ENVD_VERSION};
+
+/// Which `X-API-Key` values the control plane accepts.
+#[derive(Clone, Debug)]
+pub enum ApiKeys {
+    /// Exactly these.
+    Only(Vec<String>),
+    /// Any key of E2B's form (`e2b_` + lowercase hex): a server on loopback with no key
+    /// configured, where every local user may use it anyway.
+    AnyWellFormed,
+}
+
+impl ApiKeys {
+    fn accepts(&self, key: &str) -> bool {
+        match self {
+            ApiKeys::Only(keys) => keys.iter().any(|k| k == key),
+            ApiKeys::AnyWellFormed => crate::ids::looks_like_api_key(key),
+        }
+    }
+}
 
 #[derive(Clone)]
 struct S {
     ops: Ops,
-    keys: Arc<Vec<String>>,
+    keys: Arc<ApiKeys>,
+    tokens: Arc<AccessTokens>,
 }
 
 fn err(status: u16, message: impl Into<String>) -> Response {
@@ -52,12 +74,14 @@ fn op_err(e: &OpError) -> Response {
     err(status, e.message.clone())
 }
 
-/// E2B's control plane over `ops`; requests must carry one of `api_keys` as
-/// `X-API-Key` (`GET /health` excepted).
-pub fn control_router(ops: Ops, api_keys: Vec<String>) -> Router {
+/// E2B's control plane over `ops`; requests must carry a key `api_keys` accepts as
+/// `X-API-Key` (`GET /health` excepted). Sandboxes are handed out with their envd access
+/// token from `tokens`.
+pub fn control_router(ops: Ops, api_keys: ApiKeys, tokens: Arc<AccessTokens>) -> Router {
     let s = S {
         ops,
         keys: Arc::new(api_keys),
+        tokens,
     };
     let authed = Router::new()
         .route("/sandboxes", post(create_v1).get(list_v1))
@@ -67,17 +91,34 @@ pub fn control_router(ops: Ops, api_keys: Vec<String>) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/connect", post(connect_v1))
         .route("/v2/sandboxes/{id}/connect", post(connect_v2))
+        .route("/sandboxes/{id}/refreshes", post(refresh))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/metrics", get(observe::many_metrics))
+        .route("/sandboxes/{id}/metrics", get(observe::sandbox_metrics))
+        .route("/sandboxes/{id}/logs", get(observe::logs_v1))
+        .route("/v2/sandboxes/{id}/logs", get(observe::logs_v2))
         .layer(axum::middleware::from_fn_with_state(s.clone(), auth))
         .with_state(s);
     Router::new()
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
         .merge(authed)
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                err(
+                    404,
+                    format!(
+                        "{method} {} is not part of the E2B API quantbox serves (see docs/e2b.md)",
+                        uri.path()
+                    ),
+                )
+            },
+        )
 }
 
 async fn auth(State(s): State<S>, headers: HeaderMap, req: Request, next: Next) -> Response {
     let given = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     match given {
-        Some(k) if s.keys.iter().any(|x| x == k) => next.run(req).await,
+        Some(k) if s.keys.accepts(k) => next.run(req).await,
         Some(_) => err(401, "Invalid API key"),
         None => err(401, "Missing X-API-Key header"),
     }
@@ -120,7 +161,7 @@ async fn create(s: S, body: Bytes, v: ApiVersion) -> Response {
             let sandbox_id = out["sandbox_id"].as_str().unwrap_or_default().to_owned();
             (
                 StatusCode::CREATED,
-                axum::Json(sandbox_body(new.template_id, &sandbox_id)),
+                axum::Json(sandbox_body(&s, new.template_id, &sandbox_id)),
             )
                 .into_response()
         }
@@ -133,14 +174,14 @@ async fn create(s: S, body: Bytes, v: ApiVersion) -> Response {
 }
 
 /// The `Sandbox` answer of create and connect.
-fn sandbox_body(template_id: String, sandbox_id: &str) -> Sandbox {
+fn sandbox_body(s: &S, template_id: String, sandbox_id: &str) -> Sandbox {
     Sandbox {
         template_id,
         sandbox_id: sandbox_id.to_owned(),
         client_id: sandbox_id.to_owned(),
         envd_version: ENVD_VERSION.into(),
         alias: None,
-        envd_access_token: None,
+        envd_access_token: Some(s.tokens.for_sandbox(sandbox_id)),
         traffic_access_token: None,
         domain: None,
     }
@@ -197,11 +238,19 @@ async fn detail(State(s): State<S>, Path(id): Path<String>) -> Response {
             end_at: l.end_at,
             cpu_count: l.cpu_count,
             memory_mb: l.memory_mb,
-            disk_size_mb: l.disk_size_mb,
+            // The filesystem its writable layer lives on (a sandbox has no quota).
+            disk_size_mb: s
+                .ops
+                .manager()
+                .samples()
+                .into_iter()
+                .find(|x| x.record.id.as_str() == id)
+                .and_then(|x| x.sample)
+                .map_or(0, |x| (x.usage.disk_total_bytes / (1024 * 1024)) as i32),
             state: l.state,
             envd_version: l.envd_version,
             alias: None,
-            envd_access_token: None,
+            envd_access_token: Some(s.tokens.for_sandbox(&id)),
             allow_internet_access: Some(false),
             domain: None,
             metadata: l.metadata,
@@ -269,6 +318,14 @@ async fn set_timeout(State(s): State<S>, Path(id): Path<String>, body: Bytes) ->
     }
 }
 
+/// E2B's 404 for a sandbox that is not there.
+fn not_found(id: &str) -> Response {
+    err(
+        404,
+        format!("sandbox \"{id}\" doesn't exist or you don't have access to it"),
+    )
+}
+
 /// The active sandbox `id` as listed, or E2B's 404.
 async fn active(s: &S, id: &str) -> Result<ListedSandbox, Box<Response>> {
     let list = s
@@ -282,12 +339,7 @@ async fn active(s: &S, id: &str) -> Result<ListedSandbox, Box<Response>> {
         .flatten()
         .find(|v| v["sandbox_id"] == id)
         .and_then(listed)
-        .ok_or_else(|| {
-            Box::new(err(
-                404,
-                format!("sandbox \"{id}\" doesn't exist or you don't have access to it"),
-            ))
-        })
+        .ok_or_else(|| Box::new(not_found(id)))
 }
 
 async fn pause(State(s): State<S>, Path(id): Path<String>) -> Response {
@@ -341,26 +393,94 @@ async fn connect(s: S, id: String, timeout: i32) -> Response {
     if resumed && let Err(e) = s.ops.resume_sandbox(&id).await {
         return op_err(&e);
     }
-    let left_s = quantbox_sandbox::Timestamp::parse_rfc3339(&sb.end_at)
-        .map(|end| end.ms_since(quantbox_sandbox::Timestamp::now()) / 1000)
-        .unwrap_or(0);
-    // A paused sandbox's clock stood still: after resuming it has what it had left.
-    if i64::from(timeout) > left_s || resumed {
-        let input = quantbox_ops::sandboxes::TimeoutInput {
-            sandbox_id: id.clone(),
-            timeout: i64::from(timeout).max(left_s.min(86_400)),
-        };
-        if let Err(e) = s.ops.set_sandbox_timeout(input).await {
-            return op_err(&e);
-        }
+    if let Err(r) = extend_lifetime(&s, &sb, timeout, resumed).await {
+        return *r;
     }
-    let body = sandbox_body(sb.template_id, &sb.sandbox_id);
+    let body = sandbox_body(&s, sb.template_id, &sb.sandbox_id);
     let status = if resumed {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// Makes sandbox `sb` live at least `timeout` seconds from now; never shortens it.
+/// `resumed`: it was paused and has just been resumed.
+async fn extend_lifetime(
+    s: &S,
+    sb: &ListedSandbox,
+    timeout: i32,
+    resumed: bool,
+) -> Result<(), Box<Response>> {
+    let left_s = quantbox_sandbox::Timestamp::parse_rfc3339(&sb.end_at)
+        .map(|end| end.ms_since(quantbox_sandbox::Timestamp::now()) / 1000)
+        .unwrap_or(0);
+    // A paused sandbox's clock stood still: after resuming it has what it had left.
+    if i64::from(timeout) > left_s || resumed {
+        let input = quantbox_ops::sandboxes::TimeoutInput {
+            sandbox_id: sb.sandbox_id.clone(),
+            timeout: i64::from(timeout).max(left_s.min(86_400)),
+        };
+        s.ops
+            .set_sandbox_timeout(input)
+            .await
+            .map_err(|e| Box::new(op_err(&e)))?;
+    }
+    Ok(())
+}
+
+/// `POST /sandboxes/{id}/refreshes` (legacy keep-alive): the running sandbox lives at
+/// least `duration` seconds more (0 to 3600; below E2B's default of 15 s, and when the
+/// body or the field is left out, 15 s); never shortened. As in E2B, only a running
+/// sandbox is kept alive: a paused one is not found (connect resumes it).
+async fn refresh(State(s): State<S>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req = if body.is_empty() {
+        SandboxRefreshRequest::default()
+    } else {
+        match parse_body::<SandboxRefreshRequest>(&body) {
+            Ok(r) => r,
+            Err(r) => return *r,
+        }
+    };
+    let duration = req.duration.unwrap_or(DEFAULT_TIMEOUT_V1_SECS);
+    if !(0..=3600).contains(&duration) {
+        return err(
+            400,
+            format!("duration must be between 0 and 3600 seconds, got {duration}"),
+        );
+    }
+    let sb = match active(&s, &id).await {
+        Ok(sb) => sb,
+        Err(r) => return *r,
+    };
+    if sb.state == SandboxState::Paused {
+        return err(
+            404,
+            format!("sandbox \"{id}\" is paused, not running; connect resumes it"),
+        );
+    }
+    match extend_lifetime(&s, &sb, duration.max(DEFAULT_TIMEOUT_V1_SECS), false).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => *r,
+    }
+}
+
+/// `POST /sandboxes/{id}/resume` (deprecated; connect replaces it): a paused sandbox is
+/// resumed as connect does (201 with its `Sandbox`, living at least `timeout` seconds,
+/// default 15); a running one is a 409.
+async fn resume(State(s): State<S>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: ResumedSandbox = match parse_body(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match active(&s, &id).await {
+        Ok(sb) if sb.state == SandboxState::Running => {
+            err(409, format!("sandbox \"{id}\" is already running"))
+        }
+        Ok(_) => connect(s, id, req.timeout).await,
+        Err(r) => *r,
+    }
 }
 
 /// `metadata` filter of the list routes: `key1=value1&key2=value2`, URL-encoded.
@@ -406,19 +526,51 @@ async fn list_v2(State(s): State<S>, Query(q): Query<BTreeMap<String, String>>) 
             return err(a.code as u16, a.message);
         }
     };
+    let order = match q.get("order").map(String::as_str) {
+        None | Some("desc") => crate::model::Order::Desc,
+        Some("asc") => crate::model::Order::Asc,
+        Some(o) => return err(400, format!("order: `{o}` is not one of asc, desc")),
+    };
+    let started_after = match q.get("startedAfter") {
+        Some(t) => match quantbox_sandbox::Timestamp::parse_rfc3339(t) {
+            Some(t) => Some(t),
+            None => {
+                return err(
+                    400,
+                    format!("startedAfter: `{t}` is not an RFC 3339 date-time"),
+                );
+            }
+        },
+        None => None,
+    };
+    let template = q.get("template");
     let args = json!({"status_filter": "all", "metadata": metadata_filter(&q)});
     let l = match s.ops.call("list_e2b_sandboxes", args).await {
         Ok(l) => l,
         Err(e) => return op_err(&e),
     };
-    // Newest first; the cursor is the last id of the previous page.
-    let all: Vec<ListedSandbox> = l["sandboxes"]
+    let started = |x: &ListedSandbox| {
+        quantbox_sandbox::Timestamp::parse_rfc3339(&x.started_at).map_or(0, |t| t.unix_ms())
+    };
+    let mut all: Vec<ListedSandbox> = l["sandboxes"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(listed)
         .filter(|x| states.contains(&x.state))
+        .filter(|x| template.is_none_or(|t| &x.template_id == t))
+        .filter(|x| started_after.is_none_or(|t| started(x) >= t.unix_ms()))
         .collect();
+    // By start time (newest first unless `order=asc`), ties by id: a stable order, so
+    // the cursor — the last id of the previous page — always means the same place.
+    all.sort_by(|a, b| {
+        let by_time = started(a).cmp(&started(b));
+        let ord = match order {
+            crate::model::Order::Asc => by_time,
+            crate::model::Order::Desc => by_time.reverse(),
+        };
+        ord.then_with(|| a.sandbox_id.cmp(&b.sandbox_id))
+    });
     let running = all
         .iter()
         .filter(|x| x.state == SandboxState::Running)

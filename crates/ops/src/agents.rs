@@ -766,6 +766,7 @@ impl Ops {
                     capture_output: true,
                     on_output: Some(sink),
                     cancel,
+                    control: None,
                 },
             )
             .await;

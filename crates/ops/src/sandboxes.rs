@@ -580,6 +580,7 @@ impl Ops {
                     capture_output: false,
                     on_output: None,
                     cancel: None,
+                    control: None,
                 };
                 if let Err(e) = mgr.exec(&id, params).await {
                     tracing::warn!(sandbox = %id, error = %e, "the template's start command failed");
@@ -663,6 +664,7 @@ impl Ops {
                     capture_output: input.capture_output,
                     on_output: None,
                     cancel: None,
+                    control: None,
                 },
             )
             .await?;

@@ -83,7 +83,15 @@ fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
 }
 
 impl App {
+    /// Opens the engine with provider `e2b` configured from the environment
+    /// (`E2B_API_KEY`, `E2B_DOMAIN`, `E2B_API_URL`, `E2B_SANDBOX_URL`).
     pub async fn open(cfg: &EngineConfig) -> Result<Self> {
+        Self::open_with(cfg, quantbox_e2b::client::Config::from_env()).await
+    }
+
+    /// Opens the engine with provider `e2b` configured by `e2b` (tests: environment
+    /// variables are process-global).
+    pub async fn open_with(cfg: &EngineConfig, e2b: quantbox_e2b::client::Config) -> Result<Self> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
         let lock = lock_data_dir(&cfg.data_dir)?;
@@ -113,7 +121,12 @@ impl App {
                 terminate_grace: cfg.terminate_grace,
                 ..ManagerConfig::default()
             },
-            vec![local.clone() as Arc<dyn Provider>],
+            // `e2b` is always there: without E2B_API_KEY it says so on every call,
+            // rather than being an unknown provider.
+            vec![
+                local.clone() as Arc<dyn Provider>,
+                Arc::new(quantbox_e2b::provider::E2bProvider::new(e2b)) as Arc<dyn Provider>,
+            ],
             store.clone() as Arc<dyn SandboxStore>,
         )
         .await

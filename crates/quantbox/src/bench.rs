@@ -29,7 +29,7 @@ pub struct BenchArgs {
     json: bool,
     /// Size of the warm pool (0 measures the cold path: every sandbox started from scratch).
     #[arg(long, default_value_t = 2)]
-    warm_pool: usize,
+    pub(crate) warm_pool: usize,
     /// What to measure: the sandbox engine, the monitoring (metrics, history,
     /// Prometheus), the trading analytics, agent runs (a backtest in a sandbox, event
     /// ingestion into SQLite), or all of them.
@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Seconds the metrics collector's own CPU use is measured over.
     #[arg(long, default_value_t = 30)]
     pub(crate) collector_seconds: u64,
+    /// Python with E2B's SDK installed, for `--suite e2b`.
+    #[arg(long, default_value = "python3")]
+    pub(crate) python: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +49,8 @@ pub(crate) enum Suite {
     Metrics,
     Analytics,
     Agents,
+    /// E2B's API through E2B's own Python SDK (not part of `all`: it needs the SDK).
+    E2b,
     All,
 }
 
@@ -296,10 +301,14 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         let m = crate::bench_agents::run(&a).await?;
         return crate::bench_agents::print(&a, &m);
     }
+    if a.suite == Suite::E2b {
+        let m = crate::bench_e2b::run(&a).await?;
+        return crate::bench_e2b::print(&a, &m);
+    }
     let metrics = match a.suite {
         Suite::Engine => None,
         Suite::Metrics | Suite::All => Some(crate::bench_metrics::run(&a).await?),
-        Suite::Analytics | Suite::Agents => None,
+        Suite::Analytics | Suite::Agents | Suite::E2b => None,
     };
     if a.suite == Suite::Metrics {
         return crate::bench_metrics::print(&a, metrics.as_ref().expect("measured"));

@@ -107,6 +107,21 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// `--e2b-listen`: an address, or `off`.
+#[derive(Clone, Debug)]
+pub struct E2bListen(pub Option<SocketAddr>);
+
+fn parse_e2b_listen(s: &str) -> std::result::Result<E2bListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(E2bListen(None));
+    }
+    s.parse::<SocketAddr>()
+        .map(|a| E2bListen(Some(a)))
+        .map_err(|e| {
+            format!("--e2b-listen: {e}: expected HOST:PORT (e.g. 127.0.0.1:7401) or `off`")
+        })
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start the server: REST under /api/v1 and MCP (streamable HTTP) at /mcp.
@@ -114,6 +129,10 @@ enum Command {
         /// Address to listen on. Beyond loopback, QUANTBOX_API_KEY is required.
         #[arg(long, env = "QUANTBOX_LISTEN", default_value = "127.0.0.1:7400")]
         listen: SocketAddr,
+        /// Address of E2B's API (control plane and envd) for E2B's SDKs, or `off`.
+        /// Beyond loopback, QUANTBOX_E2B_API_KEY or QUANTBOX_API_KEY is required.
+        #[arg(long, env = "QUANTBOX_E2B_LISTEN", default_value = "127.0.0.1:7401", value_parser = parse_e2b_listen)]
+        e2b_listen: E2bListen,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -167,6 +186,9 @@ enum Command {
         #[command(subcommand)]
         verb: crate::agent_cmd::AgentVerb,
     },
+    /// envd's file operations, run by the server inside a sandbox (internal).
+    #[command(name = "envd-fs", hide = true)]
+    EnvdFs(crate::envd_fs::EnvdFsArgs),
 }
 
 #[derive(Subcommand)]
@@ -401,6 +423,7 @@ pub fn main() -> ExitCode {
     // The agent runtime runs inside sandboxes: no async runtime, no threads.
     let command = match cli.command {
         Command::Agent { verb } => return crate::agent_cmd::main(verb),
+        Command::EnvdFs(a) => return crate::envd_fs::main(a),
         other => other,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -415,9 +438,13 @@ pub fn main() -> ExitCode {
     };
     let result: Result<ExitCode> = rt.block_on(async move {
         match command {
-            Command::Serve { listen, engine } => {
+            Command::Serve {
+                listen,
+                e2b_listen,
+                engine,
+            } => {
                 init_logging("info");
-                crate::serve::serve(listen, engine.config())
+                crate::serve::serve(listen, e2b_listen.0, engine.config())
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }
@@ -431,7 +458,9 @@ pub fn main() -> ExitCode {
                 init_logging("warn");
                 crate::bench::run(args).await.map(|()| ExitCode::SUCCESS)
             }
-            Command::Agent { .. } => unreachable!("handled before the runtime starts"),
+            Command::Agent { .. } | Command::EnvdFs(_) => {
+                unreachable!("handled before the runtime starts")
+            }
             Command::Sandbox { verb, client } => {
                 init_logging("warn");
                 Ok(sandbox(verb, &client).await)

@@ -86,6 +86,8 @@ fn quantbox_cmd() -> Command {
         "QUANTBOX_LISTEN",
         "QUANTBOX_DATA_DIR",
         "QUANTBOX_URL",
+        "QUANTBOX_E2B_LISTEN",
+        "QUANTBOX_E2B_API_KEY",
         "E2B_API_KEY",
     ] {
         c.env_remove(var);
@@ -203,12 +205,19 @@ impl Server {
     fn start(listen: &str, env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cmd = quantbox_cmd();
-        cmd.args(["serve", "--listen", listen, "--data-dir"])
-            .arg(dir.path().join("data"))
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--listen",
+            listen,
+            "--e2b-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().context("spawning quantbox serve")?;
         let stderr = Arc::new(Mutex::new(String::new()));
         drain(child.stderr.take().unwrap(), stderr.clone());
@@ -1802,18 +1811,51 @@ async fn auth(f: &Failures, client: &reqwest::Client) {
 
 /// `serve --listen 0.0.0.0:0` needs QUANTBOX_API_KEY.
 async fn public_listen(f: &Failures) {
-    for (what, env) in [
-        ("without QUANTBOX_API_KEY", vec![]),
+    // Something already listens here: an E2B port that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    // (what, serve's arguments, environment, what stderr must name)
+    type Refusal<'a> = (String, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Refusal> = vec![
         (
-            "with an empty QUANTBOX_API_KEY",
-            vec![("QUANTBOX_API_KEY", "")],
+            "--listen 0.0.0.0:0 without QUANTBOX_API_KEY".into(),
+            vec!["--listen", "0.0.0.0:0", "--e2b-listen", "off"],
+            vec![],
+            "QUANTBOX_API_KEY",
         ),
-    ] {
-        let tag = format!("[serve --listen 0.0.0.0:0 {what}]");
+        (
+            "--listen 0.0.0.0:0 with an empty QUANTBOX_API_KEY".into(),
+            vec!["--listen", "0.0.0.0:0", "--e2b-listen", "off"],
+            vec![("QUANTBOX_API_KEY", "")],
+            "QUANTBOX_API_KEY",
+        ),
+        (
+            "--e2b-listen 0.0.0.0:0 without a key".into(),
+            vec!["--listen", "127.0.0.1:0", "--e2b-listen", "0.0.0.0:0"],
+            vec![],
+            "QUANTBOX_E2B_API_KEY",
+        ),
+        (
+            "--e2b-listen nonsense".into(),
+            vec!["--listen", "127.0.0.1:0", "--e2b-listen", "nonsense"],
+            vec![],
+            "--e2b-listen",
+        ),
+        (
+            format!("--e2b-listen {taken} (taken)"),
+            vec!["--listen", "127.0.0.1:0", "--e2b-listen", taken.as_str()],
+            vec![],
+            "--e2b-listen",
+        ),
+    ];
+    for (what, args, env, must_name) in cases {
+        let tag = format!("[serve {what}]");
         println!("  {tag}");
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = quantbox_cmd();
-        cmd.args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        cmd.arg("serve")
+            .args(&args)
+            .arg("--data-dir")
             .arg(dir.path().join("data"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -1845,8 +1887,8 @@ async fn public_listen(f: &Failures) {
         let mut stdout = String::new();
         let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
         f.check(!status.success(), || format!("{tag} exited successfully"));
-        f.check(stderr.contains("QUANTBOX_API_KEY"), || {
-            format!("{tag} stderr does not name QUANTBOX_API_KEY: {stderr:?}")
+        f.check(stderr.contains(must_name), || {
+            format!("{tag} stderr does not name {must_name}: {stderr:?}")
         });
         f.check(!stdout.contains("serving on"), || {
             format!("{tag} claimed to serve: {stdout:?}")

@@ -26,7 +26,11 @@ async fn the_control_plane_over_local_sandboxes() {
         return;
     }
     let e = Engine::start_with(|c| c.warm_pool = 0).await;
-    let router = quantbox_e2b::server::control_router(e.app().ops.clone(), vec![KEY.into()]);
+    let router = quantbox_e2b::server::control_router(
+        e.app().ops.clone(),
+        quantbox_e2b::server::ApiKeys::Only(vec![KEY.into()]),
+        std::sync::Arc::new(quantbox_e2b::envd::AccessTokens::from_secret([7; 32])),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
@@ -137,10 +141,61 @@ async fn the_control_plane_over_local_sandboxes() {
     )
     .await;
     assert_eq!(none, json!([]));
-    let (st, _, _) = call("GET", "/v2/sandboxes?limit=0", None, Some(KEY)).await;
-    assert_eq!(st, 400);
-    let (st, _, _) = call("GET", "/v2/sandboxes?state=sleeping", None, Some(KEY)).await;
-    assert_eq!(st, 400);
+    // Oldest first on request; started after a time; by template.
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["sandboxID"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, asc, _) = call(
+        "GET",
+        "/v2/sandboxes?metadata=suite%3De2b&order=asc",
+        None,
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(ids(&asc), [a_id.clone(), b_id.clone()], "{asc}");
+    let (_, d_b, _) = call("GET", &format!("/sandboxes/{b_id}"), None, Some(KEY)).await;
+    let after = d_b["startedAt"].as_str().unwrap().replace(':', "%3A");
+    let (st, later, _) = call(
+        "GET",
+        &format!("/v2/sandboxes?metadata=suite%3De2b&startedAfter={after}"),
+        None,
+        Some(KEY),
+    )
+    .await;
+    assert_eq!((st, ids(&later)), (200, vec![b_id.clone()]), "{later}");
+    let (_, base, _) = call(
+        "GET",
+        "/v2/sandboxes?metadata=suite%3De2b&template=base",
+        None,
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(ids(&base).len(), 2, "{base}");
+    let (st, body, _) = call("POST", &format!("/sandboxes/{a_id}/fork"), None, Some(KEY)).await;
+    assert_eq!((st, body["code"].as_i64()), (404, Some(404)), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not part of"),
+        "{body}"
+    );
+    let (_, other, _) = call("GET", "/v2/sandboxes?template=nosuch", None, Some(KEY)).await;
+    assert_eq!(other, json!([]));
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("state=sleeping", "state"),
+        ("order=sideways", "order"),
+        ("startedAfter=yesterday", "startedAfter"),
+    ] {
+        let (st, body, _) = call("GET", &format!("/v2/sandboxes?{q}"), None, Some(KEY)).await;
+        assert_eq!((st, body["code"].as_i64()), (400, Some(400)), "{q}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "{q}: {body}"
+        );
+    }
 
     // Timeouts: end = now + timeout; not zero.
     let (st, _, _) = call(

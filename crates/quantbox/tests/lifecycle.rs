@@ -165,7 +165,14 @@ struct Server {
 impl Server {
     fn start(data_dir: &std::path::Path, parent: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quantbox"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--e2b-listen",
+                "off",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("QUANTBOX_CGROUP_PARENT", parent)
             .env("QUANTBOX_LOG", "warn")

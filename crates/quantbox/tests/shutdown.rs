@@ -55,7 +55,7 @@ fn session(mode: Mode, end: End) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quantbox"));
     match mode {
         Mode::Mcp => cmd.arg("mcp"),
-        Mode::Serve => cmd.args(["serve", "--listen", "127.0.0.1:0"]),
+        Mode::Serve => cmd.args(["serve", "--listen", "127.0.0.1:0", "--e2b-listen", "off"]),
     };
     let mut child = cmd
         .arg("--data-dir")

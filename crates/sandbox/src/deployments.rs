@@ -265,6 +265,7 @@ impl Deployments {
                             capture_output: true,
                             on_output: None,
                             cancel: None,
+                            control: None,
                         },
                     )
                     .await

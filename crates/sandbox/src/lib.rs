@@ -13,6 +13,7 @@ pub mod provider;
 pub mod store;
 pub mod template;
 pub mod time;
+pub mod usage_history;
 
 pub use deployment::{
     AutoScale, DeploymentConfig, DeploymentEvent, DeploymentId, DeploymentRecord, DeploymentStatus,
@@ -35,3 +36,4 @@ pub use provider::{
 pub use store::{DeploymentStore, SandboxStore, StoreError};
 pub use template::{CopyProgress, TemplateDefaults, TemplateInfo};
 pub use time::Timestamp;
+pub use usage_history::{UsageHistory, UsagePoint};

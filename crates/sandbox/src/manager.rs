@@ -24,6 +24,7 @@ use crate::model::{
 use crate::provider::{Adoption, OutputSink, Provider, ProviderError, Termination, UnexpectedExit};
 use crate::store::{SandboxStore, StoreError};
 use crate::time::Timestamp;
+use crate::usage_history::{UsageHistory, UsagePoint};
 
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
@@ -100,6 +101,8 @@ pub struct ExecParams {
     pub on_output: Option<OutputSink>,
     /// Becomes `true` to kill the process and its children.
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Live control while it runs (pid at start, input, signals).
+    pub control: Option<crate::model::ExecControl>,
 }
 
 #[derive(Clone, Debug)]
@@ -158,6 +161,8 @@ struct Samples {
     oom_last_increase: Option<Instant>,
     pids_hits: u64,
     pids_last_hit: Option<Instant>,
+    /// One reading per five seconds, the last hour (E2B's per-sandbox metrics).
+    history: UsageHistory,
 }
 
 struct Entry {
@@ -352,6 +357,16 @@ impl Manager {
                 sample: lock(&e.samples).latest.clone(),
             })
             .collect()
+    }
+
+    /// The usage history of a sandbox, oldest first: one point per five seconds over the
+    /// last hour, kept while it is active. A stopped sandbox has none left (empty); one
+    /// that never existed is `NotFound`. Reads no cgroup.
+    pub fn usage_history(&self, id: &SandboxId) -> Result<Vec<UsagePoint>, ManagerError> {
+        match self.entry(id) {
+            Some(e) => Ok(lock(&e.samples).history.points()),
+            None => self.stored(id).map(|_| Vec::new()),
+        }
     }
 
     /// Notes a sandbox's OOM-kill and refused-fork totals; new OOM kills are counted.
@@ -571,18 +586,22 @@ impl Manager {
         p: ExecParams,
     ) -> Result<ExecutionRecord, ManagerError> {
         let entry = self.running_entry(id)?;
+        // The sandbox's own variables first, the request's over them.
+        let mut env = lock(&entry.record).env_vars.clone();
+        env.extend(p.env);
         let req = ExecRequest {
             id: ExecutionId::generate(),
             argv: ExecRequest::argv_for(&p.command, &p.args),
             command: p.command,
             args: p.args,
-            env: p.env,
+            env,
             cwd: p.cwd,
             user: p.user,
             stdin: p.stdin,
             timeout: p.timeout,
             capture_output: p.capture_output,
             cancel: p.cancel.clone(),
+            control: p.control.clone(),
         };
         let mut rec = ExecutionRecord {
             id: req.id.clone(),
@@ -1331,6 +1350,12 @@ async fn sampler(inner: Weak<Inner>) {
             {
                 if !disk {
                     u.disk_bytes = last_disk.unwrap_or(0);
+                    if u.disk_total_bytes == 0 {
+                        u.disk_total_bytes = lock(&entry.samples)
+                            .latest
+                            .as_ref()
+                            .map_or(0, |l| l.usage.disk_total_bytes);
+                    }
                 }
                 let now = Instant::now();
                 let mut s = lock(&entry.samples);
@@ -1348,11 +1373,13 @@ async fn sampler(inner: Weak<Inner>) {
                 };
                 s.cpu = Some((now, u.cpu_usage_ns));
                 mgr.note_counters(&mut s, u.oom_kills, u.pids_limit_hits, now);
-                s.latest = Some(UsageSample {
+                let sample = UsageSample {
                     sampled_at: Timestamp::now(),
                     cpu_percent,
                     usage: u,
-                });
+                };
+                s.history.offer(&sample);
+                s.latest = Some(sample);
             }
             mgr.flush_logs(&entry);
         }

@@ -173,6 +173,67 @@ pub struct ExecRequest {
     pub capture_output: bool,
     /// Becomes `true` to kill the process (a caller stopping a background run).
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Live control while it runs: its pid at start, input, signals.
+    pub control: Option<ExecControl>,
+}
+
+/// What a caller can do to a process while it runs (E2B's envd drives processes so:
+/// the pid as soon as it starts, input sent piece by piece, signals).
+#[derive(Clone)]
+pub struct ExecControl {
+    /// Called once, with the process id inside the sandbox, as soon as it has started.
+    pub on_start: std::sync::Arc<dyn Fn(i64) + Send + Sync>,
+    /// Give the process a stdin pipe fed by [`ExecCommand::Input`] (without it, and
+    /// without [`ExecRequest::stdin`], stdin is `/dev/null`).
+    pub stdin: bool,
+    /// Commands while it runs; the provider takes the receiver once.
+    pub commands:
+        std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ExecCommand>>>>,
+}
+
+impl ExecControl {
+    /// Controls with a fresh command channel: the sender is the caller's.
+    pub fn new(
+        stdin: bool,
+        on_start: impl Fn(i64) + Send + Sync + 'static,
+    ) -> (ExecControl, tokio::sync::mpsc::UnboundedSender<ExecCommand>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (
+            ExecControl {
+                on_start: std::sync::Arc::new(on_start),
+                stdin,
+                commands: std::sync::Arc::new(std::sync::Mutex::new(Some(rx))),
+            },
+            tx,
+        )
+    }
+
+    /// The command receiver, for the one provider call that runs the process.
+    pub fn take_commands(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ExecCommand>> {
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+impl std::fmt::Debug for ExecControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecControl")
+            .field("stdin", &self.stdin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A command to a running process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecCommand {
+    /// Bytes for its stdin (with [`ExecControl::stdin`]).
+    Input(Vec<u8>),
+    /// End of its stdin.
+    CloseInput,
+    /// A signal to its process group.
+    Signal(i32),
 }
 
 impl ExecRequest {
@@ -314,6 +375,9 @@ pub struct ResourceUsage {
     pub memory_peak_bytes: Option<u64>,
     /// Bytes its writable layer holds on disk.
     pub disk_bytes: u64,
+    /// Size of the filesystem its writable layer lives on (what `df /` shows inside
+    /// it; a sandbox has no disk quota of its own); 0 when unknown.
+    pub disk_total_bytes: u64,
     /// Processes and threads in the sandbox, its init included.
     pub pids: u64,
     pub pids_max: u64,

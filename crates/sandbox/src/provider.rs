@@ -59,7 +59,8 @@ impl ProviderError {
 #[derive(Clone, Debug, Serialize)]
 pub struct ProviderInfo {
     pub name: &'static str,
-    /// `available` or `unavailable`.
+    /// `available`, `unavailable` (it should work here and does not), or
+    /// `not_configured` (it needs settings nobody gave, e.g. an API key: not a fault).
     pub status: &'static str,
     pub detail: String,
     /// e.g. `{"memory": true, "cpu": true, "pids": true, "freezer": true}`.

@@ -58,6 +58,14 @@ impl Engine {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut EngineConfig)) -> Self {
+        Self::start_configured(tweak, quantbox_e2b::client::Config::from_env()).await
+    }
+
+    /// An engine whose provider `e2b` is configured by `e2b`, not by the environment.
+    pub async fn start_configured(
+        tweak: impl FnOnce(&mut EngineConfig),
+        e2b: quantbox_e2b::client::Config,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("qbt")
             .tempdir_in("/tmp")
@@ -69,7 +77,7 @@ impl Engine {
         );
         let mut cfg = config(dir.path(), &parent);
         tweak(&mut cfg);
-        let app = App::open(&cfg).await.expect("engine starts");
+        let app = App::open_with(&cfg, e2b).await.expect("engine starts");
         Self {
             app: Some(app),
             dir,
@@ -268,15 +276,25 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Reads the first line a started `quantbox serve` prints and returns its URL.
 pub fn serving_url(child: &mut std::process::Child) -> String {
+    serving_urls(child, false).0
+}
+
+/// The URLs a started `quantbox serve` prints: REST's, and with `e2b` the E2B API's
+/// (its second line).
+pub fn serving_urls(child: &mut std::process::Child, e2b: bool) -> (String, Option<String>) {
     use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
-        .read_line(&mut line)
-        .unwrap();
-    line.split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
-        .to_owned()
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut url_of = |what: &str| {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("the server did not start ({what}): {line:?}"))
+            .to_owned()
+    };
+    let url = url_of("REST");
+    let e2b_url = e2b.then(|| url_of("E2B API"));
+    (url, e2b_url)
 }
 
 /// Kills whatever is left in the cgroups under `parent` and removes them.
@@ -303,6 +321,8 @@ pub struct Served {
     child: Option<Child>,
     /// `http://host:port`, as the server printed it.
     pub url: String,
+    /// The E2B API's `http://host:port`, when `env` set `QUANTBOX_E2B_LISTEN`.
+    pub e2b_url: Option<String>,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub cgroup_parent: String,
@@ -327,8 +347,13 @@ impl Served {
     /// only, and inherits no API key, data directory or metrics interval, unless `env`
     /// sets them.
     pub fn start_in(data_dir: &Path, cgroup_parent: &str, env: &[(&str, &str)]) -> Self {
+        let e2b = env.iter().any(|(k, _)| *k == "QUANTBOX_E2B_LISTEN");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quantbox"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        if !e2b {
+            cmd.args(["--e2b-listen", "off"]);
+        }
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .env("QUANTBOX_CGROUP_PARENT", cgroup_parent)
             .env("QUANTBOX_LOG", "warn")
@@ -343,10 +368,11 @@ impl Served {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let url = serving_url(&mut child);
+        let (url, e2b_url) = serving_urls(&mut child, e2b);
         Self {
             child: Some(child),
             url,
+            e2b_url,
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
             cgroup_parent: cgroup_parent.to_owned(),

@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use quantbox_sandbox::{
-    ExecOutcome, ExecRequest, ExecUser, OUTPUT_CAP_BYTES, OutputSink, ProviderError, SandboxId,
-    Stream,
+    ExecCommand, ExecOutcome, ExecRequest, ExecUser, OUTPUT_CAP_BYTES, OutputSink, ProviderError,
+    SandboxId, Stream,
 };
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{Inner, Sandbox, io_err};
 use crate::client::{self, ExecEvent};
@@ -71,13 +71,20 @@ pub(super) async fn run(
     });
     let (out_r, out_w) = pipe_pair().map_err(io_err("pipe"))?;
     let (err_r, err_w) = pipe_pair().map_err(io_err("pipe"))?;
-    let stdin = match &req.stdin {
-        Some(data) => {
-            let (r, w) = pipe_pair().map_err(io_err("pipe"))?;
-            Some((r, w, data.clone()))
-        }
-        None => None,
+    // Input comes whole (`req.stdin`) or piece by piece (`control`), or not at all.
+    let live_stdin = req.stdin.is_none() && req.control.as_ref().is_some_and(|c| c.stdin);
+    let (input_tx, input_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    if let Some(data) = &req.stdin {
+        let _ = input_tx.send(data.clone());
+    }
+    let mut input_tx = live_stdin.then_some(input_tx);
+    let stdin = if req.stdin.is_some() || live_stdin {
+        let (r, w) = pipe_pair().map_err(io_err("pipe"))?;
+        Some((r, w, input_rx))
+    } else {
+        None
     };
+    let mut commands = req.control.as_ref().and_then(|c| c.take_commands());
     let oom_kills = || {
         sb.cgroup
             .as_ref()
@@ -106,18 +113,27 @@ pub(super) async fn run(
     drop(fds);
     drop(out_w);
     drop(err_w);
-    let stdin_writer = stdin.map(|(r, w, data)| {
+    let stdin_writer = stdin.map(|(r, w, mut input)| {
         drop(r);
         tokio::spawn(async move {
-            if let Ok(tx) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
+            if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
                 use tokio::io::AsyncWriteExt;
-                let mut tx = tx;
-                let _ = tx.write_all(&data).await;
+                // Until the input ends (its sender dropped) or the process stops reading.
+                while let Some(data) = input.recv().await {
+                    if tx.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
             }
         })
     });
     let pid = match events.recv().await {
-        Some(ExecEvent::Started(pid)) => pid,
+        Some(ExecEvent::Started(pid)) => {
+            if let Some(c) = &req.control {
+                (c.on_start)(i64::from(pid));
+            }
+            pid
+        }
         Some(ExecEvent::StartFailed(e)) => return Err(ProviderError::Invalid(e)),
         Some(ExecEvent::Exited { .. }) | None => {
             return Err(ProviderError::NotRunning(id.clone()));
@@ -148,7 +164,32 @@ pub(super) async fn run(
                         None => std::future::pending().await,
                     }
                 };
+                let command = async {
+                    match commands.as_mut() {
+                        Some(c) => c.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let got = tokio::select! {
+                    cmd = command => {
+                        match cmd {
+                            Some(ExecCommand::Input(data)) => {
+                                if let Some(tx) = &input_tx {
+                                    let _ = tx.send(data);
+                                }
+                            }
+                            Some(ExecCommand::CloseInput) => input_tx = None,
+                            Some(ExecCommand::Signal(signal)) => {
+                                let _ = sb
+                                    .client
+                                    .send(&ToInit::Signal { id: exec_id, signal })
+                                    .await;
+                            }
+                            // The caller is gone: the process runs on to its end.
+                            None => commands = None,
+                        }
+                        continue;
+                    }
                     r = tokio::time::timeout_at(deadline, events.recv()) => match r {
                         Ok(ev) => Some(ev),
                         Err(_) => {

@@ -771,6 +771,9 @@ impl Provider for LocalProvider {
                 pids_max: resources.pids_max,
                 ..ResourceUsage::default()
             };
+            if disk && let Ok(fs) = nix::sys::statvfs::statvfs(&dir) {
+                u.disk_total_bytes = fs.blocks() * fs.fragment_size();
+            }
             if let Some(cg) = cgroup {
                 let s = cg.stats().map_err(|e| {
                     ProviderError::Internal(format!("reading cgroup statistics: {e}"))
