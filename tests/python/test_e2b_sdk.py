@@ -207,6 +207,23 @@ def _():
     expect(sb.commands.kill(h.pid) is False, "killing an ended process returned True")
 
 
+@check("pty: an interactive shell on a terminal, resized, its exit code")
+def _():
+    from e2b import PtySize
+
+    h = sb.pty.create(PtySize(rows=24, cols=80))
+    sb.pty.send_stdin(h.pid, b"stty size; [ -t 0 ] && echo on-a-tty\n")
+    time.sleep(0.5)
+    expect(sb.pty.resize(h.pid, PtySize(rows=40, cols=120)) is None, "resize")
+    sb.pty.send_stdin(h.pid, b"stty size; exit 5\n")
+    out = []
+    e = raises(CommandExitException, lambda: h.wait(on_pty=lambda d: out.append(bytes(d))))
+    expect(e.exit_code == 5, f"exit {e.exit_code}")
+    screen = b"".join(out).decode(errors="replace")
+    expect("24 80\r\n" in screen and "on-a-tty\r\n" in screen, f"before resize: {screen!r}")
+    expect("40 120\r\n" in screen, f"after resize: {screen!r}")
+
+
 @check("files: write, read (text and bytes), list, exists, info, rename, make_dir, remove")
 def _():
     info = sb.files.write("notes/a.txt", "hello file\n")

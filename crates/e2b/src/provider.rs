@@ -452,6 +452,12 @@ impl E2bProvider {
             Some((c, a)) => (c.clone(), a.to_vec()),
             None => return Err(ProviderError::Invalid("an empty command line".into())),
         };
+        if req.control.as_ref().is_some_and(|c| c.pty.is_some()) {
+            return Err(ProviderError::Invalid(
+                "a terminal (pty) is not available with provider e2b: run the command without one"
+                    .into(),
+            ));
+        }
         let start = StartRequest {
             cmd,
             args,
@@ -595,6 +601,8 @@ impl E2bProvider {
                             tracing::warn!(sandbox = %id, pid, signal = other, "E2B's envd sends only SIGKILL and SIGTERM; signal not sent");
                             Ok(())
                         }
+                        // Refused at the start: no terminal here.
+                        ExecCommand::Resize(..) => Ok(()),
                     };
                     if let Err(e) = done {
                         tracing::warn!(sandbox = %id, pid, error = %e, "a command to the process in E2B failed");

@@ -496,8 +496,8 @@ async fn envd_process_service_and_its_gate() {
         (
             "process.Process/Update",
             json!({"process": {"pid": 1}, "pty": {"size": {"cols": 80, "rows": 24}}}),
-            501,
-            "unimplemented",
+            404,
+            "not_found",
         ),
         (
             "process.Process/List",
@@ -519,14 +519,19 @@ async fn envd_process_service_and_its_gate() {
             "{method}: no message: {v}"
         );
     }
-    // Start: no process, empty cmd, a PTY, a non-executable.
+    // Start: no process, empty cmd, a terminal without a size or of size 0.
     for (body, status, code) in [
         (json!({}), 400, "invalid_argument"),
         (json!({"process": {"cmd": ""}}), 400, "invalid_argument"),
         (
-            json!({"process": {"cmd": "/bin/bash"}, "pty": {"size": {"cols": 80, "rows": 24}}}),
-            501,
-            "unimplemented",
+            json!({"process": {"cmd": "/bin/bash"}, "pty": {}}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"process": {"cmd": "/bin/bash"}, "pty": {"size": {"cols": 0, "rows": 24}}}),
+            400,
+            "invalid_argument",
         ),
     ] {
         let s = envd
@@ -535,6 +540,108 @@ async fn envd_process_service_and_its_gate() {
         assert_eq!(s.status, status, "{body}");
         assert_eq!(s.end.as_ref().unwrap()["code"], code, "{body}: {:?}", s.end);
     }
+    // On a terminal: the size it was given, then the one Update sets; output as `pty`
+    // data; input to the terminal; the terminal is the controlling one (job control).
+    let mut req = json!({
+        "process": {"cmd": "/bin/bash", "args": ["-i"], "envs": {"PS1": "$ "}},
+        "pty": {"size": {"cols": 100, "rows": 30}},
+        "tag": "term",
+    });
+    req["stdin"] = json!(false);
+    let envd5 = Envd {
+        base: base.clone(),
+        tokens: tokens.clone(),
+        http: reqwest::Client::new(),
+    };
+    let a5 = a.clone();
+    let waiter =
+        tokio::spawn(async move { envd5.stream(&a5, "process.Process/Start", req, &[]).await });
+    let term = json!({"tag": "term"});
+    let mut typed = false;
+    for _ in 0..100 {
+        let (st, _) = envd
+            .unary(
+                &a,
+                Some(&token_a),
+                "process.Process/SendInput",
+                json!({"process": term, "input": {"pty": b64("stty size; [ -t 0 ] && echo on-a-tty\n")}}),
+            )
+            .await;
+        if st == 200 {
+            typed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(typed, "the terminal's process was never listed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    envd.ok(
+        &a,
+        "process.Process/Update",
+        json!({"process": term, "pty": {"size": {"cols": 132, "rows": 43}}}),
+    )
+    .await;
+    envd.ok(
+        &a,
+        "process.Process/SendInput",
+        json!({"process": term, "input": {"pty": b64("stty size; exit 7\n")}}),
+    )
+    .await;
+    let s = waiter.await.unwrap();
+    let screen = text_of(&s.messages, "pty");
+    assert!(screen.contains("30 100\r\n"), "first size: {screen:?}");
+    assert!(
+        screen.contains("on-a-tty\r\n"),
+        "stdin is a terminal: {screen:?}"
+    );
+    assert!(screen.contains("43 132\r\n"), "after Update: {screen:?}");
+    assert_eq!(
+        text_of(&s.messages, "stdout"),
+        "",
+        "a terminal's output is `pty` data"
+    );
+    assert_eq!(s.messages.last().unwrap()["event"]["end"]["exitCode"], 7);
+    // Update of a process without a terminal.
+    let mut req = bash("sleep 3");
+    req["tag"] = json!("noterm");
+    let envd6 = Envd {
+        base: base.clone(),
+        tokens: tokens.clone(),
+        http: reqwest::Client::new(),
+    };
+    let a6 = a.clone();
+    let waiter =
+        tokio::spawn(async move { envd6.stream(&a6, "process.Process/Start", req, &[]).await });
+    let mut refused = None;
+    for _ in 0..100 {
+        let (st, v) = envd
+            .unary(
+                &a,
+                Some(&token_a),
+                "process.Process/Update",
+                json!({"process": {"tag": "noterm"}, "pty": {"size": {"cols": 80, "rows": 24}}}),
+            )
+            .await;
+        if st != 404 {
+            refused = Some((st, v));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, v) = refused.expect("the process was listed");
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("failed_precondition")),
+        "{v}"
+    );
+    envd.ok(
+        &a,
+        "process.Process/SendSignal",
+        json!({"process": {"tag": "noterm"}, "signal": "SIGNAL_SIGKILL"}),
+    )
+    .await;
+    waiter.await.unwrap();
+
     // A stdin-less process refuses input.
     let mut req = bash("sleep 3");
     req["tag"] = json!("nostdin");

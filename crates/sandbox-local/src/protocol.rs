@@ -90,6 +90,9 @@ pub enum ToInit {
         cwd: String,
         creds: Creds,
         stdin: bool,
+        /// The stdio fds are a terminal's: make it the process's controlling terminal.
+        #[serde(default)]
+        tty: bool,
     },
     /// Signal the process group of execution `id` (if it still runs).
     Signal {
@@ -273,6 +276,7 @@ mod tests {
                 gid: 1000,
             },
             stdin: false,
+            tty: false,
         };
         let err = send(a.as_fd(), &msg, &[]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

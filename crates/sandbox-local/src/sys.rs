@@ -242,6 +242,27 @@ pub fn close_range(first: libc::c_uint, last: libc::c_uint) {
     }
 }
 
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal on `fd` the calling session leader's
+/// controlling terminal.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument and touches no memory of ours.
+    check_int(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) })?;
+    Ok(())
+}
+
+/// `ioctl(fd, TIOCSWINSZ, size)`: sets a terminal's size.
+pub fn set_window_size(fd: RawFd, cols: u16, rows: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize`, which lives on this stack frame for the call.
+    check_int(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) })?;
+    Ok(())
+}
+
 /// `dup2(from, to)`: makes `to` refer to what `from` does (a child's stdio).
 pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     // SAFETY: dup2 only manipulates the fd table; the caller means to replace `to`.

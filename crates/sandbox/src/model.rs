@@ -186,6 +186,10 @@ pub struct ExecControl {
     /// Give the process a stdin pipe fed by [`ExecCommand::Input`] (without it, and
     /// without [`ExecRequest::stdin`], stdin is `/dev/null`).
     pub stdin: bool,
+    /// Run it on a terminal of this size (columns, rows): its stdin, stdout and stderr
+    /// are the terminal, its output arrives as [`Stream::Stdout`], input goes to the
+    /// terminal, and [`ExecCommand::Resize`] changes the size.
+    pub pty: Option<(u16, u16)>,
     /// Commands while it runs; the provider takes the receiver once.
     pub commands:
         std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ExecCommand>>>>,
@@ -202,6 +206,7 @@ impl ExecControl {
             ExecControl {
                 on_start: std::sync::Arc::new(on_start),
                 stdin,
+                pty: None,
                 commands: std::sync::Arc::new(std::sync::Mutex::new(Some(rx))),
             },
             tx,
@@ -221,6 +226,7 @@ impl std::fmt::Debug for ExecControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecControl")
             .field("stdin", &self.stdin)
+            .field("pty", &self.pty)
             .finish_non_exhaustive()
     }
 }
@@ -234,6 +240,8 @@ pub enum ExecCommand {
     CloseInput,
     /// A signal to its process group.
     Signal(i32),
+    /// A new terminal size (columns, rows), for a process on a terminal.
+    Resize(u16, u16),
 }
 
 impl ExecRequest {

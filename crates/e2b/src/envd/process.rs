@@ -12,7 +12,8 @@
 //! command can be re-attached by pid for as long as it runs. It ends when it exits, is
 //! signalled, or its sandbox stops.
 //!
-//! PTYs are not served (`pty` in `Start`, `Update`): the answer is `unimplemented`.
+//! A process started with `pty` runs on a terminal of that size: its output travels as
+//! `pty` data, input is written to the terminal, `Update` resizes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -102,7 +103,6 @@ struct SendSignalRequest {
 
 #[derive(Debug, Deserialize)]
 struct UpdateRequest {
-    #[allow(dead_code)]
     process: Option<Selector>,
     #[serde(default)]
     pty: Option<Value>,
@@ -135,6 +135,8 @@ struct Proc {
     config: ProcessConfig,
     tag: Option<String>,
     stdin: bool,
+    /// It runs on a terminal: output is `pty` data.
+    pty: bool,
     commands: mpsc::UnboundedSender<ExecCommand>,
     clients: Mutex<Vec<mpsc::Sender<Event>>>,
 }
@@ -231,6 +233,7 @@ impl Processes {
         config: ProcessConfig,
         tag: Option<String>,
         stdin: bool,
+        pty: Option<(u16, u16)>,
     ) -> Result<(Arc<Proc>, mpsc::Receiver<Event>), connect::Error> {
         if config.cmd.is_empty() {
             return Err(connect::Error::new(
@@ -240,11 +243,12 @@ impl Processes {
         }
         let (pid_tx, pid_rx) = oneshot::channel::<i64>();
         let pid_tx = Mutex::new(Some(pid_tx));
-        let (control, commands) = ExecControl::new(stdin, move |pid| {
+        let (mut control, commands) = ExecControl::new(stdin, move |pid| {
             if let Some(tx) = lock(&pid_tx).take() {
                 let _ = tx.send(pid);
             }
         });
+        control.pty = pty;
         // Output reaches clients once the process is registered; until then it waits here.
         let (early_tx, mut early_rx) = mpsc::unbounded_channel::<Event>();
         let proc_slot: Arc<Mutex<Option<Arc<Proc>>>> = Arc::default();
@@ -315,7 +319,8 @@ impl Processes {
             pid,
             config,
             tag,
-            stdin,
+            stdin: stdin || pty.is_some(),
+            pty: pty.is_some(),
             commands,
             clients: Mutex::new(Vec::new()),
         });
@@ -426,10 +431,11 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn event_json(ev: &Event) -> Value {
+fn event_json(ev: &Event, pty: bool) -> Value {
     match ev {
         Event::Data(stream, bytes) => {
             let key = match stream {
+                _ if pty => "pty",
                 OutStream::Stderr => "stderr",
                 _ => "stdout",
             };
@@ -440,7 +446,12 @@ fn event_json(ev: &Event) -> Value {
 }
 
 /// Streams `start`, then the process's events until its end (or the client's).
-async fn stream_events(headers: &HeaderMap, pid: u32, mut rx: mpsc::Receiver<Event>) -> Response {
+async fn stream_events(
+    headers: &HeaderMap,
+    pid: u32,
+    pty: bool,
+    mut rx: mpsc::Receiver<Event>,
+) -> Response {
     let (deadline, keepalive) = match stream_timing(headers) {
         Ok(t) => t,
         Err(r) => return r,
@@ -458,7 +469,7 @@ async fn stream_events(headers: &HeaderMap, pid: u32, mut rx: mpsc::Receiver<Eve
                 ev = rx.recv() => match ev {
                     Some(ev) => {
                         let end = matches!(ev, Event::End(_));
-                        if !tx.send(&event_json(&ev)).await {
+                        if !tx.send(&event_json(&ev, pty)).await {
                             return;
                         }
                         if end {
@@ -505,12 +516,10 @@ async fn start(
         Ok(r) => r,
         Err(r) => return r,
     };
-    if req.pty.is_some() {
-        return rpc_error(&connect::Error::new(
-            Code::Unimplemented,
-            "pty: terminals are not served by quantbox's envd; run the command without a PTY",
-        ));
-    }
+    let pty = match req.pty.as_ref().map(|p| pty_size(p, "pty")).transpose() {
+        Ok(p) => p,
+        Err(e) => return rpc_error(&e),
+    };
     let Some(config) = req.process else {
         return rpc_error(&connect::Error::new(
             Code::InvalidArgument,
@@ -519,10 +528,32 @@ async fn start(
     };
     // envd's default for a request without the flag is an open stdin.
     let stdin = req.stdin.unwrap_or(true);
-    match envd.processes.start(&call, config, req.tag, stdin).await {
-        Ok((proc, rx)) => stream_events(&headers, proc.pid, rx).await,
+    match envd
+        .processes
+        .start(&call, config, req.tag, stdin, pty)
+        .await
+    {
+        Ok((proc, rx)) => stream_events(&headers, proc.pid, proc.pty, rx).await,
         Err(e) => rpc_error(&e),
     }
+}
+
+/// A `PTY` message's size, `{"size": {"cols": c, "rows": r}}`: each 1 to 65535.
+fn pty_size(pty: &Value, field: &str) -> Result<(u16, u16), connect::Error> {
+    let dim = |name: &str| -> Result<u16, connect::Error> {
+        let v = &pty["size"][name];
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                connect::Error::new(
+                    Code::InvalidArgument,
+                    format!("{field}.size.{name}: must be a whole number from 1 to 65535, got {v}"),
+                )
+            })
+    };
+    Ok((dim("cols")?, dim("rows")?))
 }
 
 fn selector(p: Option<Selector>) -> Result<Selector, connect::Error> {
@@ -544,7 +575,7 @@ async fn connect_rpc(
         Err(e) => return rpc_error(&e),
     };
     let rx = proc.attach();
-    stream_events(&headers, proc.pid, rx).await
+    stream_events(&headers, proc.pid, proc.pty, rx).await
 }
 
 async fn list(
@@ -571,17 +602,12 @@ async fn list(
     rpc_ok(&json!({ "processes": processes }))
 }
 
-/// The bytes of a `ProcessInput` (stdin; a PTY's input is refused).
+/// The bytes of a `ProcessInput` (`stdin`, or `pty` for a process on a terminal).
 fn input_bytes(input: Option<ProcessInput>) -> Result<Vec<u8>, connect::Error> {
     let input =
         input.ok_or_else(|| connect::Error::new(Code::InvalidArgument, "input: required"))?;
-    if input.pty.is_some() {
-        return Err(connect::Error::new(
-            Code::Unimplemented,
-            "input.pty: terminals are not served by quantbox's envd",
-        ));
-    }
-    let text = input.stdin.unwrap_or_default();
+    // `stdin` for a pipe, `pty` for a terminal: either way, bytes for the process.
+    let text = input.stdin.or(input.pty).unwrap_or_default();
     base64::engine::general_purpose::STANDARD
         .decode(text.as_bytes())
         .map_err(|e| {
@@ -760,16 +786,44 @@ async fn close_stdin(
     }
 }
 
-async fn update(headers: HeaderMap, body: Bytes) -> Response {
+/// `Update`: a new size for a process's terminal.
+async fn update(
+    State(envd): State<Envd>,
+    Extension(call): Extension<Call>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req: UpdateRequest = match rpc_request(&headers, &body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let _ = req.pty;
-    rpc_error(&connect::Error::new(
-        Code::Unimplemented,
-        "Update resizes a PTY; terminals are not served by quantbox's envd",
-    ))
+    let result = selector(req.process)
+        .and_then(|s| envd.processes.find(&call.sandbox_id, &s))
+        .and_then(|p| {
+            let Some(pty) = &req.pty else {
+                // Nothing to change.
+                return Ok(());
+            };
+            let (cols, rows) = pty_size(pty, "pty")?;
+            if !p.pty {
+                return Err(connect::Error::new(
+                    Code::FailedPrecondition,
+                    format!(
+                        "process {} does not run on a terminal (start it with pty)",
+                        p.pid
+                    ),
+                ));
+            }
+            p.commands
+                .send(ExecCommand::Resize(cols, rows))
+                .map_err(|_| {
+                    connect::Error::new(Code::NotFound, format!("process {} has ended", p.pid))
+                })
+        });
+    match result {
+        Ok(()) => rpc_ok(&json!({})),
+        Err(e) => rpc_error(&e),
+    }
 }
 
 #[cfg(test)]
@@ -806,7 +860,25 @@ mod tests {
     }
 
     #[test]
-    fn input_must_be_base64_stdin() {
+    fn pty_sizes_are_checked() {
+        assert_eq!(
+            pty_size(&json!({"size": {"cols": 80, "rows": 24}}), "pty").unwrap(),
+            (80, 24)
+        );
+        for bad in [
+            json!({}),
+            json!({"size": {"cols": 0, "rows": 24}}),
+            json!({"size": {"cols": 80, "rows": 70000}}),
+            json!({"size": {"cols": -1, "rows": 24}}),
+        ] {
+            let e = pty_size(&bad, "pty").unwrap_err();
+            assert_eq!(e.code, Code::InvalidArgument, "{bad}");
+            assert!(e.message.unwrap().starts_with("pty.size."), "{bad}");
+        }
+    }
+
+    #[test]
+    fn input_must_be_base64_stdin_or_pty() {
         assert_eq!(
             input_bytes(Some(ProcessInput {
                 stdin: Some("aGkK".into()),
@@ -821,12 +893,11 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(e.code, Code::InvalidArgument);
-        let e = input_bytes(Some(ProcessInput {
+        let pty = input_bytes(Some(ProcessInput {
             stdin: None,
             pty: Some("aA==".into()),
-        }))
-        .unwrap_err();
-        assert_eq!(e.code, Code::Unimplemented);
+        }));
+        assert_eq!(pty.unwrap(), b"h");
         assert_eq!(input_bytes(None).unwrap_err().code, Code::InvalidArgument);
     }
 }

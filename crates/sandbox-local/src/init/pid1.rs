@@ -27,6 +27,8 @@ struct Stdio {
     stdout: OwnedFd,
     stderr: OwnedFd,
     stdin: Option<OwnedFd>,
+    /// stdin is a terminal to make the controlling one.
+    tty: bool,
 }
 
 struct Init {
@@ -233,6 +235,7 @@ impl Init {
                     cwd,
                     creds,
                     stdin,
+                    tty,
                 },
                 mut fds,
             ) => {
@@ -248,6 +251,7 @@ impl Init {
                     stdout,
                     stderr,
                     stdin: stdin_fd,
+                    tty,
                 };
                 let reply = match self.spawn(&argv, &env, &cwd, creds, stdio) {
                     Ok(pid) => {
@@ -398,6 +402,12 @@ impl Init {
             if let Err(e) = sys::dup2(from, to) {
                 return ("dup2", e);
             }
+        }
+        // A new session has no controlling terminal: take the one on stdin.
+        if stdio.tty
+            && let Err(e) = sys::set_controlling_tty(0)
+        {
+            return ("controlling terminal", e);
         }
         // Close everything else but the error pipe (close-on-exec: exec success closes it).
         sys::close_range(3, (err_fd - 1) as u32);

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -69,20 +69,49 @@ pub(super) async fn run(
             USER_HOME.into()
         }
     });
-    let (out_r, out_w) = pipe_pair().map_err(io_err("pipe"))?;
+    // On a terminal, the terminal is stdin, stdout and stderr; its master side is read
+    // as stdout, written as input, and resized.
+    let term = match req.control.as_ref().and_then(|c| c.pty) {
+        Some((cols, rows)) => Some(open_pty(cols, rows).map_err(io_err("opening a terminal"))?),
+        None => None,
+    };
+    let (out_r, out_w) = match &term {
+        Some(t) => (
+            t.master.try_clone().map_err(io_err("dup"))?,
+            t.slave.try_clone().map_err(io_err("dup"))?,
+        ),
+        None => pipe_pair().map_err(io_err("pipe"))?,
+    };
     let (err_r, err_w) = pipe_pair().map_err(io_err("pipe"))?;
     // Input comes whole (`req.stdin`) or piece by piece (`control`), or not at all.
-    let live_stdin = req.stdin.is_none() && req.control.as_ref().is_some_and(|c| c.stdin);
+    let live_stdin = req.stdin.is_none()
+        && req
+            .control
+            .as_ref()
+            .is_some_and(|c| c.stdin || c.pty.is_some());
     let (input_tx, input_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     if let Some(data) = &req.stdin {
         let _ = input_tx.send(data.clone());
     }
     let mut input_tx = live_stdin.then_some(input_tx);
-    let stdin = if req.stdin.is_some() || live_stdin {
-        let (r, w) = pipe_pair().map_err(io_err("pipe"))?;
-        Some((r, w, input_rx))
-    } else {
-        None
+    // (the process's end, ours, the input): for a terminal, both ends of its stdin are
+    // the terminal's.
+    let stdin = match &term {
+        Some(t) => Some((
+            t.slave.try_clone().map_err(io_err("dup"))?,
+            t.master.try_clone().map_err(io_err("dup"))?,
+            input_rx,
+        )),
+        None if req.stdin.is_some() || live_stdin => {
+            let (r, w) = pipe_pair().map_err(io_err("pipe"))?;
+            Some((r, w, input_rx))
+        }
+        None => None,
+    };
+    // What resizes the terminal.
+    let resize = match &term {
+        Some(t) => Some(t.master.try_clone().map_err(io_err("dup"))?),
+        None => None,
     };
     let mut commands = req.control.as_ref().and_then(|c| c.take_commands());
     let oom_kills = || {
@@ -100,8 +129,12 @@ pub(super) async fn run(
         cwd,
         creds,
         stdin: stdin.is_some(),
+        tty: term.is_some(),
     };
-    let mut fds: Vec<&OwnedFd> = vec![&out_w, &err_w];
+    // A terminal's process writes its errors to the terminal too; the stderr pipe then
+    // stays empty.
+    let err_w_for_init = if term.is_some() { &out_w } else { &err_w };
+    let mut fds: Vec<&OwnedFd> = vec![&out_w, err_w_for_init];
     if let Some((r, _, _)) = &stdin {
         fds.push(r);
     }
@@ -113,16 +146,18 @@ pub(super) async fn run(
     drop(fds);
     drop(out_w);
     drop(err_w);
+    // Only the process holds the terminal's side now: its end shows as EOF/EIO on ours.
+    drop(term);
     let stdin_writer = stdin.map(|(r, w, mut input)| {
         drop(r);
         tokio::spawn(async move {
-            if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
-                use tokio::io::AsyncWriteExt;
-                // Until the input ends (its sender dropped) or the process stops reading.
-                while let Some(data) = input.recv().await {
-                    if tx.write_all(&data).await.is_err() {
-                        break;
-                    }
+            let Ok(w) = client::async_socket(w) else {
+                return;
+            };
+            // Until the input ends (its sender dropped) or the process stops reading.
+            while let Some(data) = input.recv().await {
+                if write_all(&w, &data).await.is_err() {
+                    break;
                 }
             }
         })
@@ -184,6 +219,11 @@ pub(super) async fn run(
                                     .client
                                     .send(&ToInit::Signal { id: exec_id, signal })
                                     .await;
+                            }
+                            Some(ExecCommand::Resize(cols, rows)) => {
+                                if let Some(fd) = &resize {
+                                    let _ = crate::sys::set_window_size(fd.as_raw_fd(), cols, rows);
+                                }
                             }
                             // The caller is gone: the process runs on to its end.
                             None => commands = None,
@@ -326,6 +366,42 @@ async fn read_stream(
             }
         }
     }
+}
+
+/// A new terminal (close-on-exec on both sides, from the start: the server spawns
+/// helpers from other threads) of `cols` × `rows`.
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+fn open_pty(cols: u16, rows: u16) -> io::Result<Pty> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let master = OwnedFd::from(master);
+    crate::sys::set_window_size(master.as_raw_fd(), cols, rows)?;
+    Ok(Pty { master, slave })
+}
+
+/// Writes all of `data` to a non-blocking fd registered with tokio.
+async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|inner| Ok(nix::unistd::write(inner.get_ref(), data)?)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
 }
 
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
