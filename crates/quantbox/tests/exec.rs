@@ -1,6 +1,8 @@
 //! What `execute_e2b_process` and `get_e2b_sandbox_status` promise beyond isolation:
 //! shell and direct forms, stdin, environment layering, working directory, output caps,
-//! capture on and off, start failures, and the recent log.
+//! capture on and off, start failures, and the recent log. The execution tests run twice:
+//! on provider `local`, and on provider `e2b` over the wire (its cloud a real
+//! E2B-compatible server, quantbox's own).
 
 mod common;
 
@@ -9,10 +11,19 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_and_direct_forms_stdin_env_and_cwd() {
-    if !require_root("shell_and_direct_forms_stdin_env_and_cwd") {
-        return;
+    if require_root("shell_and_direct_forms_stdin_env_and_cwd") {
+        forms_stdin_env_and_cwd(Engine::start().await).await;
     }
-    let e = Engine::start().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_and_direct_forms_stdin_env_and_cwd_on_e2b() {
+    if require_root("shell_and_direct_forms_stdin_env_and_cwd_on_e2b") {
+        forms_stdin_env_and_cwd(Engine::start_e2b().await).await;
+    }
+}
+
+async fn forms_stdin_env_and_cwd(e: Engine) {
     let id = e
         .create(json!({"env_vars": {"FROM_SANDBOX": "s", "OVERRIDE": "sandbox"}}))
         .await;
@@ -85,10 +96,19 @@ async fn shell_and_direct_forms_stdin_env_and_cwd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_is_capped_at_one_mebibyte_and_capture_can_be_off() {
-    if !require_root("output_is_capped_at_one_mebibyte_and_capture_can_be_off") {
-        return;
+    if require_root("output_is_capped_at_one_mebibyte_and_capture_can_be_off") {
+        capped_output(Engine::start().await).await;
     }
-    let e = Engine::start().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_capped_at_one_mebibyte_and_capture_can_be_off_on_e2b() {
+    if require_root("output_is_capped_at_one_mebibyte_and_capture_can_be_off_on_e2b") {
+        capped_output(Engine::start_e2b().await).await;
+    }
+}
+
+async fn capped_output(e: Engine) {
     let id = e.create(json!({})).await;
     let r = e
         .sh(&id, "head -c 3000000 /dev/zero | tr '\\0' a; echo err >&2")

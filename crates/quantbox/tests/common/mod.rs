@@ -35,6 +35,11 @@ pub struct Engine {
     pub app: Option<App>,
     pub dir: tempfile::TempDir,
     pub cgroup_parent: String,
+    /// The provider [`Engine::create`] asks for; `None`: the default (`local`).
+    pub provider: Option<&'static str>,
+    /// The E2B-compatible server provider `e2b` talks to, when [`Engine::start_e2b`]
+    /// started one.
+    pub cloud: Option<Served>,
 }
 
 pub fn config(dir: &Path, parent: &str) -> EngineConfig {
@@ -61,6 +66,26 @@ impl Engine {
         Self::start_configured(tweak, quantbox_e2b::client::Config::from_env()).await
     }
 
+    /// An engine whose sandboxes ([`Engine::create`]) run on provider `e2b`, over the wire,
+    /// in a real E2B-compatible cloud: a `quantbox serve` with its E2B API on, started
+    /// here and stopped with the engine.
+    pub async fn start_e2b() -> Self {
+        const KEY: &str = "e2b_0123456789abcdef0123456789abcdef0c10ed00";
+        let cloud = Served::start(
+            "e2bcloud",
+            &[
+                ("QUANTBOX_E2B_LISTEN", "127.0.0.1:0"),
+                ("QUANTBOX_E2B_API_KEY", KEY),
+            ],
+        );
+        let url = cloud.e2b_url.clone().expect("the cloud prints its E2B URL");
+        let cfg = quantbox_e2b::client::Config::single_server(Some(KEY.into()), &url);
+        let mut e = Self::start_configured(|c| c.warm_pool = 0, cfg).await;
+        e.provider = Some("e2b");
+        e.cloud = Some(cloud);
+        e
+    }
+
     /// An engine whose provider `e2b` is configured by `e2b`, not by the environment.
     pub async fn start_configured(
         tweak: impl FnOnce(&mut EngineConfig),
@@ -82,6 +107,8 @@ impl Engine {
             app: Some(app),
             dir,
             cgroup_parent: parent,
+            provider: None,
+            cloud: None,
         }
     }
 
@@ -96,6 +123,9 @@ impl Engine {
     /// Creates a sandbox (128 MB unless `args` says otherwise) and returns its id.
     pub async fn create(&self, args: Value) -> String {
         let mut a = json!({"name": "t", "memory_mb": 128});
+        if let Some(p) = self.provider {
+            a["provider"] = json!(p);
+        }
         for (k, v) in args.as_object().cloned().unwrap_or_default() {
             a[k] = v;
         }
