@@ -234,24 +234,40 @@ pub fn rpc_ok<T: Serialize>(msg: &T) -> Response {
     }
 }
 
+/// Checks a Connect request's content type: JSON, unary or streaming (binary protobuf is
+/// not served).
+#[allow(clippy::result_large_err)]
+pub fn content_type(headers: &HeaderMap, stream: bool) -> Result<(), Response> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (ok, want) = if stream {
+        (
+            connect::is_stream_json(ct),
+            connect::CONTENT_TYPE_STREAM_JSON,
+        )
+    } else {
+        (connect::is_unary_json(ct), connect::CONTENT_TYPE_UNARY_JSON)
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(rpc_error(&connect::Error::new(
+        Code::Unimplemented,
+        format!(
+            "content type {ct:?} is not served: quantbox's envd speaks Connect with the JSON codec ({want})"
+        ),
+    )))
+}
+
 /// Reads a unary Connect request: JSON content type, body as `T`.
 #[allow(clippy::result_large_err)]
 pub fn rpc_request<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, Response> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !connect::is_unary_json(ct) {
-        return Err(rpc_error(&connect::Error::new(
-            Code::Unimplemented,
-            format!(
-                "content type {ct:?} is not served: quantbox's envd speaks Connect with the JSON codec (application/json)"
-            ),
-        )));
-    }
+    content_type(headers, false)?;
     connect::decode_unary(body).map_err(|e| rpc_error(&e))
 }
 
@@ -262,18 +278,7 @@ pub fn stream_request<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, Response> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !connect::is_stream_json(ct) {
-        return Err(rpc_error(&connect::Error::new(
-            Code::Unimplemented,
-            format!(
-                "content type {ct:?} is not served: quantbox's envd speaks Connect with the JSON codec (application/connect+json)"
-            ),
-        )));
-    }
+    content_type(headers, true)?;
     connect::decode_stream_request(body).map_err(|e| rpc_error(&e))
 }
 

@@ -142,6 +142,13 @@ struct Proc {
 }
 
 impl Proc {
+    /// Sends a command to the running process.
+    fn command(&self, c: ExecCommand) -> Result<(), connect::Error> {
+        self.commands.send(c).map_err(|_| {
+            connect::Error::new(Code::NotFound, format!("process {} has ended", self.pid))
+        })
+    }
+
     /// Hands `ev` to every attached client; a client whose queue is full is cut off.
     fn publish(&self, ev: &Event) {
         lock(&self.clients).retain(|c| c.try_send(ev.clone()).is_ok());
@@ -556,8 +563,18 @@ fn pty_size(pty: &Value, field: &str) -> Result<(u16, u16), connect::Error> {
     Ok((dim("cols")?, dim("rows")?))
 }
 
-fn selector(p: Option<Selector>) -> Result<Selector, connect::Error> {
-    p.ok_or_else(|| connect::Error::new(Code::InvalidArgument, "process: required"))
+/// The process a request's `process` selector names.
+fn select(envd: &Envd, call: &Call, p: Option<Selector>) -> Result<Arc<Proc>, connect::Error> {
+    let sel = p.ok_or_else(|| connect::Error::new(Code::InvalidArgument, "process: required"))?;
+    envd.processes.find(&call.sandbox_id, &sel)
+}
+
+/// The empty answer of a unary call that succeeded, or its error.
+fn done(result: Result<(), connect::Error>) -> Response {
+    match result {
+        Ok(()) => rpc_ok(&json!({})),
+        Err(e) => rpc_error(&e),
+    }
 }
 
 async fn connect_rpc(
@@ -570,7 +587,7 @@ async fn connect_rpc(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let proc = match selector(req.process).and_then(|s| envd.processes.find(&call.sandbox_id, &s)) {
+    let proc = match select(&envd, &call, req.process) {
         Ok(p) => p,
         Err(e) => return rpc_error(&e),
     };
@@ -628,9 +645,7 @@ fn send_stdin(proc: &Proc, data: Vec<u8>) -> Result<(), connect::Error> {
             ),
         ));
     }
-    proc.commands
-        .send(ExecCommand::Input(data))
-        .map_err(|_| connect::Error::new(Code::NotFound, format!("process {} has ended", proc.pid)))
+    proc.command(ExecCommand::Input(data))
 }
 
 async fn send_input(
@@ -643,13 +658,10 @@ async fn send_input(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let result = selector(req.process)
-        .and_then(|s| envd.processes.find(&call.sandbox_id, &s))
-        .and_then(|p| input_bytes(req.input).and_then(|d| send_stdin(&p, d)));
-    match result {
-        Ok(()) => rpc_ok(&json!({})),
-        Err(e) => rpc_error(&e),
-    }
+    done(
+        select(&envd, &call, req.process)
+            .and_then(|p| input_bytes(req.input).and_then(|d| send_stdin(&p, d))),
+    )
 }
 
 /// Client streaming: `start` names the process, then `data` messages feed its stdin.
@@ -661,15 +673,8 @@ async fn stream_input(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !connect::is_stream_json(ct) {
-        return rpc_error(&connect::Error::new(
-            Code::Unimplemented,
-            format!("content type {ct:?} is not served: expected application/connect+json"),
-        ));
+    if let Err(r) = super::content_type(&headers, true) {
+        return r;
     }
     let result = async {
         let mut decoder = connect::Decoder::new();
@@ -686,10 +691,7 @@ async fn stream_input(
                 }
                 let msg: StreamInputRequest = env.json()?;
                 if let Some(start) = msg.start {
-                    proc = Some(
-                        selector(start.process)
-                            .and_then(|s| envd.processes.find(&call.sandbox_id, &s))?,
-                    );
+                    proc = Some(select(&envd, &call, start.process)?);
                 } else if let Some(data) = msg.data {
                     let p = proc.as_ref().ok_or_else(|| {
                         connect::Error::new(
@@ -738,17 +740,7 @@ async fn send_signal(
             ));
         }
     };
-    let result = selector(req.process)
-        .and_then(|s| envd.processes.find(&call.sandbox_id, &s))
-        .and_then(|p| {
-            p.commands.send(ExecCommand::Signal(signal)).map_err(|_| {
-                connect::Error::new(Code::NotFound, format!("process {} has ended", p.pid))
-            })
-        });
-    match result {
-        Ok(()) => rpc_ok(&json!({})),
-        Err(e) => rpc_error(&e),
-    }
+    done(select(&envd, &call, req.process).and_then(|p| p.command(ExecCommand::Signal(signal))))
 }
 
 /// The two signals envd's API names.
@@ -767,23 +759,15 @@ async fn close_stdin(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let result = selector(req.process)
-        .and_then(|s| envd.processes.find(&call.sandbox_id, &s))
-        .and_then(|p| {
-            if !p.stdin {
-                return Err(connect::Error::new(
-                    Code::FailedPrecondition,
-                    format!("process {} was started without stdin", p.pid),
-                ));
-            }
-            p.commands.send(ExecCommand::CloseInput).map_err(|_| {
-                connect::Error::new(Code::NotFound, format!("process {} has ended", p.pid))
-            })
-        });
-    match result {
-        Ok(()) => rpc_ok(&json!({})),
-        Err(e) => rpc_error(&e),
-    }
+    done(select(&envd, &call, req.process).and_then(|p| {
+        if !p.stdin {
+            return Err(connect::Error::new(
+                Code::FailedPrecondition,
+                format!("process {} was started without stdin", p.pid),
+            ));
+        }
+        p.command(ExecCommand::CloseInput)
+    }))
 }
 
 /// `Update`: a new size for a process's terminal.
@@ -797,33 +781,23 @@ async fn update(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let result = selector(req.process)
-        .and_then(|s| envd.processes.find(&call.sandbox_id, &s))
-        .and_then(|p| {
-            let Some(pty) = &req.pty else {
-                // Nothing to change.
-                return Ok(());
-            };
-            let (cols, rows) = pty_size(pty, "pty")?;
-            if !p.pty {
-                return Err(connect::Error::new(
-                    Code::FailedPrecondition,
-                    format!(
-                        "process {} does not run on a terminal (start it with pty)",
-                        p.pid
-                    ),
-                ));
-            }
-            p.commands
-                .send(ExecCommand::Resize(cols, rows))
-                .map_err(|_| {
-                    connect::Error::new(Code::NotFound, format!("process {} has ended", p.pid))
-                })
-        });
-    match result {
-        Ok(()) => rpc_ok(&json!({})),
-        Err(e) => rpc_error(&e),
-    }
+    done(select(&envd, &call, req.process).and_then(|p| {
+        let Some(pty) = &req.pty else {
+            // Nothing to change.
+            return Ok(());
+        };
+        let (cols, rows) = pty_size(pty, "pty")?;
+        if !p.pty {
+            return Err(connect::Error::new(
+                Code::FailedPrecondition,
+                format!(
+                    "process {} does not run on a terminal (start it with pty)",
+                    p.pid
+                ),
+            ));
+        }
+        p.command(ExecCommand::Resize(cols, rows))
+    }))
 }
 
 #[cfg(test)]
