@@ -16,16 +16,14 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
 use serde_json::Value;
 
-use common::{Served, fnv1a, skip};
+use common::{Served, fnv1a, skip, wait_with_deadline};
 
 /// The script's own checks time out sooner; this only guards against a hang.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -209,31 +207,6 @@ fn random_key() -> String {
         .expect("reading /dev/urandom");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("e2b_{hex}")
-}
-
-/// Waits for `child` until `timeout`; then SIGINT, and SIGKILL to its process group a
-/// minute later. `None` when it had to be stopped.
-fn wait_with_deadline(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
-    let start = Instant::now();
-    let pid = Pid::from_raw(child.id() as i32);
-    let mut interrupted = false;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((!interrupted).then_some(status));
-        }
-        let elapsed = start.elapsed();
-        if elapsed > timeout && !interrupted {
-            eprintln!("the script ran past {timeout:?}; interrupting it");
-            let _ = kill(pid, Signal::SIGINT);
-            interrupted = true;
-        }
-        if elapsed > timeout + Duration::from_secs(60) {
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Served, skip};
+use common::{Served, skip, wait_with_deadline};
 
 /// The script's checks have their own timeouts; this only guards against a hang.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -51,18 +51,7 @@ fn e2b_python_sdk_against_quantbox() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("starting python");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_with_deadline(&mut child, SCRIPT_TIMEOUT).unwrap();
     drop(keyed);
     drop(open);
     match status {

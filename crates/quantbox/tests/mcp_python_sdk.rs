@@ -11,45 +11,13 @@
 mod common;
 
 use std::fs::{self, File};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
-
-use common::{fnv1a, normalize, skip};
+use common::{fnv1a, normalize, skip, wait_with_deadline};
 
 /// The script's own timeouts are shorter; this only guards against a hang.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-
-/// Waits for `child` until `deadline`; then SIGINT (the script cleans up), and SIGKILL to
-/// its process group a minute later.
-fn wait_with_deadline(
-    child: &mut Child,
-    timeout: Duration,
-) -> Result<Option<std::process::ExitStatus>> {
-    let start = Instant::now();
-    let pid = Pid::from_raw(child.id() as i32);
-    let mut interrupted = false;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((!interrupted).then_some(status));
-        }
-        let elapsed = start.elapsed();
-        if elapsed > timeout && !interrupted {
-            eprintln!("the script ran past {timeout:?}; interrupting it");
-            let _ = kill(pid, Signal::SIGINT);
-            interrupted = true;
-        }
-        if elapsed > timeout + Duration::from_secs(60) {
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn mcp_python_sdk_over_stdio_and_http() {

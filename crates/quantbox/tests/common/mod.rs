@@ -692,3 +692,33 @@ fn ensure_venv(root: &Path, venv: &str, requirements: &str) -> Result<PathBuf, V
     );
     Ok(python)
 }
+
+/// Waits for a script `child` until `timeout`; then SIGINT (a script cleans up), and
+/// SIGKILL to its process group a minute later. `None` when it had to be stopped.
+pub fn wait_with_deadline(
+    child: &mut Child,
+    timeout: Duration,
+) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let start = Instant::now();
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut interrupted = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((!interrupted).then_some(status));
+        }
+        let elapsed = start.elapsed();
+        if elapsed > timeout && !interrupted {
+            eprintln!("the script ran past {timeout:?}; interrupting it");
+            let _ = kill(pid, Signal::SIGINT);
+            interrupted = true;
+        }
+        if elapsed > timeout + Duration::from_secs(60) {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
