@@ -130,6 +130,19 @@ def _():
     expect(mine[0]["metadata"].get("role") == "main", f"metadata there: {mine[0]['metadata']}")
     status = rest_tool("get_e2b_sandbox_status", {"sandbox_id": sb.sandbox_id})
     expect(status["status"] == "running", f"status {status['status']}")
+    health = rest_tool("monitor_e2b_health", {"include_all_sandboxes": True})
+    ids = [s["sandbox_id"] for s in health.get("sandboxes", [])]
+    expect(sb.sandbox_id in ids, f"not in the fleet's health: {ids}")
+    # The sampler reads it within a second or two; then the metrics show it.
+    deadline = time.monotonic() + 5
+    seen = []
+    while time.monotonic() < deadline:
+        m = rest_tool("get_system_metrics", {"metrics": ["sandboxes"]})
+        seen = [s["sandbox_id"] for s in m["metrics"]["sandboxes"]["per_sandbox"]]
+        if sb.sandbox_id in seen:
+            break
+        time.sleep(0.3)
+    expect(sb.sandbox_id in seen, f"not in get_system_metrics: {seen}")
 
 
 @check("commands.run: stdout, stderr, exit code, env vars, cwd, user")

@@ -51,7 +51,22 @@ struct S {
     ops: Ops,
     keys: Arc<ApiKeys>,
     tokens: Arc<AccessTokens>,
+    creates: Arc<std::sync::Mutex<Creates>>,
 }
+
+/// Creates by `Idempotency-Key`, kept a day: a retried create (same key, same body) gets
+/// the first one's answer instead of a second sandbox.
+#[derive(Default)]
+struct Creates(std::collections::HashMap<String, Create>);
+
+struct Create {
+    at: std::time::Instant,
+    body_sha256: [u8; 32],
+    /// `None` while it runs.
+    answer: Option<(StatusCode, Bytes)>,
+}
+
+const IDEMPOTENCY_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn err(status: u16, message: impl Into<String>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -82,6 +97,7 @@ pub fn control_router(ops: Ops, api_keys: ApiKeys, tokens: Arc<AccessTokens>) ->
         ops,
         keys: Arc::new(api_keys),
         tokens,
+        creates: Arc::default(),
     };
     let authed = Router::new()
         .route("/sandboxes", post(create_v1).get(list_v1))
@@ -129,12 +145,89 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Res
         .map_err(|e| Box::new(err(400, format!("invalid request body: {e}"))))
 }
 
-async fn create_v1(State(s): State<S>, body: Bytes) -> Response {
-    create(s, body, ApiVersion::V1).await
+async fn create_v1(State(s): State<S>, headers: HeaderMap, body: Bytes) -> Response {
+    idempotent_create(s, &headers, body, ApiVersion::V1).await
 }
 
-async fn create_v2(State(s): State<S>, body: Bytes) -> Response {
-    create(s, body, ApiVersion::V2).await
+async fn create_v2(State(s): State<S>, headers: HeaderMap, body: Bytes) -> Response {
+    idempotent_create(s, &headers, body, ApiVersion::V2).await
+}
+
+fn err_code(status: u16, message: impl Into<String>, error_code: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = ApiError::new(status, message);
+    body.error_code = Some(error_code.to_owned());
+    (code, axum::Json(body)).into_response()
+}
+
+/// A create with an `Idempotency-Key` runs once: the same key with the same body again
+/// replays its answer (`Idempotent-Replayed: true`), with another body is a 409
+/// `idempotency_request_mismatch`, while the first still runs a 409
+/// `idempotency_in_progress`. Server errors are not kept, so a retry runs again.
+async fn idempotent_create(s: S, headers: &HeaderMap, body: Bytes, v: ApiVersion) -> Response {
+    use sha2::Digest as _;
+    let Some(key) = headers.get(crate::model::IDEMPOTENCY_KEY_HEADER) else {
+        return create(s, body, v).await;
+    };
+    let key = key.to_str().unwrap_or("\u{fffd}").to_owned();
+    if let Err(e) = crate::ids::validate_idempotency_key(&key) {
+        return err(400, format!("Idempotency-Key: {e}"));
+    }
+    let digest: [u8; 32] = sha2::Sha256::digest(&body).into();
+    {
+        let mut creates = s.creates.lock().unwrap_or_else(|e| e.into_inner());
+        creates.0.retain(|_, c| c.at.elapsed() < IDEMPOTENCY_KEEP);
+        if let Some(c) = creates.0.get(&key) {
+            if c.body_sha256 != digest {
+                return err_code(
+                    409,
+                    format!("Idempotency-Key {key} was used with another request body"),
+                    crate::model::error_codes::IDEMPOTENCY_REQUEST_MISMATCH,
+                );
+            }
+            return match &c.answer {
+                None => err_code(
+                    409,
+                    format!("the create with Idempotency-Key {key} is still running"),
+                    crate::model::error_codes::IDEMPOTENCY_IN_PROGRESS,
+                ),
+                Some((status, bytes)) => {
+                    let mut r = (
+                        *status,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        bytes.clone(),
+                    )
+                        .into_response();
+                    r.headers_mut()
+                        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    r
+                }
+            };
+        }
+        creates.0.insert(
+            key.clone(),
+            Create {
+                at: std::time::Instant::now(),
+                body_sha256: digest,
+                answer: None,
+            },
+        );
+    }
+    let resp = create(s.clone(), body, v).await;
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    {
+        let mut creates = s.creates.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_server_error() {
+            creates.0.remove(&key);
+        } else if let Some(c) = creates.0.get_mut(&key) {
+            c.answer = Some((status, bytes.clone()));
+        }
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 async fn create(s: S, body: Bytes, v: ApiVersion) -> Response {

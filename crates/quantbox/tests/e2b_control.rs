@@ -167,14 +167,14 @@ async fn the_control_plane_over_local_sandboxes() {
     )
     .await;
     assert_eq!((st, ids(&later)), (200, vec![b_id.clone()]), "{later}");
-    let (_, base, _) = call(
+    let (_, by_template, _) = call(
         "GET",
         "/v2/sandboxes?metadata=suite%3De2b&template=base",
         None,
         Some(KEY),
     )
     .await;
-    assert_eq!(ids(&base).len(), 2, "{base}");
+    assert_eq!(ids(&by_template).len(), 2, "{by_template}");
     let (st, body, _) = call("POST", &format!("/sandboxes/{a_id}/fork"), None, Some(KEY)).await;
     assert_eq!((st, body["code"].as_i64()), (404, Some(404)), "{body}");
     assert!(
@@ -196,6 +196,47 @@ async fn the_control_plane_over_local_sandboxes() {
             "{q}: {body}"
         );
     }
+
+    // Idempotency-Key: the same create again is the first one's answer, not a second
+    // sandbox; another body under the key is refused; a malformed key too.
+    let idem = |key: &str, body: Value| {
+        let r = http
+            .post(format!("{base}/v2/sandboxes"))
+            .header("X-API-KEY", KEY)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let replayed = resp.headers().get("idempotent-replayed").is_some();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, v, replayed)
+        }
+    };
+    let once = json!({"templateID": "base", "metadata": {"suite": "idem"}});
+    let (st1, first, replayed1) = idem("create-7f3a", once.clone()).await;
+    let (st2, again, replayed2) = idem("create-7f3a", once.clone()).await;
+    assert_eq!((st1, replayed1), (201, false), "{first}");
+    assert_eq!((st2, replayed2), (201, true), "{again}");
+    assert_eq!(first["sandboxID"], again["sandboxID"]);
+    let made = e
+        .call("list_e2b_sandboxes", json!({"metadata": {"suite": "idem"}}))
+        .await
+        .unwrap();
+    assert_eq!(made["total_count"], 1, "one sandbox for one key: {made}");
+    let (st, v, _) = idem("create-7f3a", json!({"templateID": "base"})).await;
+    assert_eq!(
+        (st, v["error_code"].as_str()),
+        (409, Some("idempotency_request_mismatch")),
+        "{v}"
+    );
+    let (st, v, _) = idem("Not A Key", once.clone()).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("Idempotency-Key"),
+        "{v}"
+    );
+    e.terminate(first["sandboxID"].as_str().unwrap()).await;
 
     // Timeouts: end = now + timeout; not zero.
     let (st, _, _) = call(
