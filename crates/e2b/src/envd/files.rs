@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::filesystem::{Failure, Inside};
-use super::{Call, Envd, http_error, parse_user, url_signature};
+use super::{Call, Envd, eq_constant_time, http_error, parse_user, url_signature};
 use crate::inside::{Answer, EntryInfo, Op, ReadHeader};
 
 /// Largest upload accepted, after gzip decoding too: 1 GiB. The whole body is held in
@@ -55,14 +55,6 @@ struct FilesQuery {
     username: Option<String>,
     signature: Option<String>,
     signature_expiration: Option<String>,
-}
-
-fn eq_constant_time(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Checks the URL signature when the access token was not given, and picks the user.

@@ -103,14 +103,17 @@ impl AccessTokens {
 
     /// Whether `token` is sandbox `id`'s (compared in constant time).
     pub fn verify(&self, id: &str, token: &str) -> bool {
-        let want = self.for_sandbox(id);
-        want.len() == token.len()
-            && want
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        eq_constant_time(&self.for_sandbox(id), token)
     }
+}
+
+/// Equality of two secrets in time that depends on their length only.
+pub(crate) fn eq_constant_time(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
@@ -597,5 +600,73 @@ async fn metrics(
 pub fn set_header(h: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231 test case 2: a key shorter than the block is zero-padded, so "Jefe"
+        // and "Jefe" followed by zeros are the same key.
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        assert_eq!(
+            hex(&hmac_sha256(&key, b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn tokens_are_per_sandbox_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e2b-token.key");
+        let a = AccessTokens::load_or_create(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let t = a.for_sandbox("aaaaaaaaaaaaaaaaaaaa");
+        assert_eq!(t.len(), 64);
+        assert!(a.verify("aaaaaaaaaaaaaaaaaaaa", &t));
+        assert!(
+            !a.verify("bbbbbbbbbbbbbbbbbbbb", &t),
+            "another sandbox's token"
+        );
+        assert!(!a.verify("aaaaaaaaaaaaaaaaaaaa", &t[..63]));
+        assert!(!a.verify("aaaaaaaaaaaaaaaaaaaa", ""));
+        // Read again (a restarted server): the same tokens.
+        let again = AccessTokens::load_or_create(&path).unwrap();
+        assert_eq!(again.for_sandbox("aaaaaaaaaaaaaaaaaaaa"), t);
+        // A damaged secret is refused, naming the file; nothing is overwritten.
+        std::fs::write(&path, b"short").unwrap();
+        let e = AccessTokens::load_or_create(&path).err().unwrap();
+        assert!(e.to_string().contains("e2b-token.key"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    }
+
+    #[test]
+    fn users_come_from_basic_auth() {
+        let h = |v: Option<&str>| {
+            let mut m = HeaderMap::new();
+            if let Some(v) = v {
+                m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            basic_user(&m)
+        };
+        assert_eq!(h(None), Ok(ExecUser::User));
+        assert_eq!(h(Some("Basic dXNlcjo=")), Ok(ExecUser::User)); // "user:"
+        assert_eq!(h(Some("Basic cm9vdDo=")), Ok(ExecUser::Root)); // "root:"
+        assert_eq!(h(Some("Basic Og==")), Ok(ExecUser::User)); // ":" (no name)
+        assert!(
+            h(Some("Basic bWFsbG9yeTo="))
+                .unwrap_err()
+                .contains("mallory")
+        );
+        assert!(h(Some("Bearer x")).is_err());
+        assert!(h(Some("Basic ***")).is_err());
     }
 }
