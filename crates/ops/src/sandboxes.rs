@@ -566,7 +566,8 @@ impl Ops {
             // The template's start command runs in the background for the sandbox's
             // whole life; its output goes to the sandbox's log.
             let mgr = self.manager.clone();
-            let (id, env) = (rec.id.clone(), rec.env_vars.clone());
+            // The manager gives it the sandbox's own variables.
+            let (id, env) = (rec.id.clone(), BTreeMap::new());
             let lifetime = Duration::from_secs(timeout as u64);
             tokio::spawn(async move {
                 let params = ExecParams {
@@ -646,9 +647,8 @@ impl Ops {
             UserName::User => ExecUser::User,
             UserName::Root => ExecUser::Root,
         };
-        let record = self.manager.get(&id)?;
-        let mut env = record.env_vars.clone();
-        env.extend(input.env);
+        // The manager lays these over the sandbox's own variables.
+        let env = input.env;
         let rec = self
             .manager
             .exec(
