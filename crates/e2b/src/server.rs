@@ -163,7 +163,8 @@ fn err_code(status: u16, message: impl Into<String>, error_code: &str) -> Respon
 /// A create with an `Idempotency-Key` runs once: the same key with the same body again
 /// replays its answer (`Idempotent-Replayed: true`), with another body is a 409
 /// `idempotency_request_mismatch`, while the first still runs a 409
-/// `idempotency_in_progress`. Server errors are not kept, so a retry runs again.
+/// `idempotency_in_progress`. Only successes are kept: a retry after a refusal runs
+/// again.
 async fn idempotent_create(s: S, headers: &HeaderMap, body: Bytes, v: ApiVersion) -> Response {
     use sha2::Digest as _;
     let Some(key) = headers.get(crate::model::IDEMPOTENCY_KEY_HEADER) else {
@@ -221,7 +222,9 @@ async fn idempotent_create(s: S, headers: &HeaderMap, body: Bytes, v: ApiVersion
         .unwrap_or_default();
     {
         let mut creates = s.creates.lock().unwrap_or_else(|e| e.into_inner());
-        if status.is_server_error() {
+        // Only a sandbox made is kept: a refusal (a full server's 429, a bad template)
+        // may go the other way when retried.
+        if !status.is_success() {
             creates.0.remove(&key);
         } else if let Some(c) = creates.0.get_mut(&key) {
             c.answer = Some((status, bytes.clone()));
