@@ -15,6 +15,7 @@ use quantbox_e2b::connect::{Decoder, encode_envelope};
 use quantbox_e2b::envd::AccessTokens;
 use serde_json::{Value, json};
 
+#[derive(Clone)]
 struct Envd {
     base: String,
     tokens: Arc<AccessTokens>,
@@ -31,6 +32,26 @@ struct Streamed {
 }
 
 impl Envd {
+    /// Starts a process in the background; its whole stream is the task's result.
+    fn start_bg(&self, id: &str, req: Value) -> tokio::task::JoinHandle<Streamed> {
+        let (envd, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move { envd.stream(&id, "process.Process/Start", req, &[]).await })
+    }
+
+    /// A unary call on a process started in the background, made as soon as the process
+    /// is known (until then it is `not_found`): (status, body).
+    async fn once_listed(&self, id: &str, method: &str, body: Value) -> (u16, Value) {
+        let token = self.tokens.for_sandbox(id);
+        for _ in 0..200 {
+            let (st, v) = self.unary(id, Some(&token), method, body.clone()).await;
+            if st != 404 {
+                return (st, v);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{method} {body}: the process never became known");
+    }
+
     fn request(&self, id: &str, method: &str) -> reqwest::RequestBuilder {
         self.http
             .post(format!("{}/{method}", self.base))
@@ -358,35 +379,15 @@ async fn envd_process_service_and_its_gate() {
     // --- signals end a process with Go's wording ---
     let mut req = bash("sleep 60");
     req["tag"] = json!("sleeper");
-    let envd2 = Envd {
-        base: base.clone(),
-        tokens: tokens.clone(),
-        http: reqwest::Client::new(),
-    };
-    let a2 = a.clone();
-    let waiter =
-        tokio::spawn(async move { envd2.stream(&a2, "process.Process/Start", req, &[]).await });
-    let mut pid = None;
-    for _ in 0..100 {
-        let l = envd.ok(&a, "process.Process/List", json!({})).await;
-        pid = l["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["tag"] == "sleeper")
-            .map(|p| p["pid"].clone());
-        if pid.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = pid.expect("the sleeper is listed");
-    envd.ok(
-        &a,
-        "process.Process/SendSignal",
-        json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"}),
-    )
-    .await;
+    let waiter = envd.start_bg(&a, req);
+    let (st, v) = envd
+        .once_listed(
+            &a,
+            "process.Process/SendSignal",
+            json!({"process": {"tag": "sleeper"}, "signal": "SIGNAL_SIGKILL"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
     let s = waiter.await.unwrap();
     let end = &s.messages.last().unwrap()["event"]["end"];
     assert_eq!(end["status"], "signal: killed", "{end}");
@@ -394,32 +395,16 @@ async fn envd_process_service_and_its_gate() {
 
     // --- input: unary SendInput + CloseStdin, and client-streamed StreamInput ---
     let cat = json!({"process": {"cmd": "/bin/cat"}, "stdin": true, "tag": "cat1"});
-    let envd3 = Envd {
-        base: base.clone(),
-        tokens: tokens.clone(),
-        http: reqwest::Client::new(),
-    };
-    let a3 = a.clone();
-    let waiter =
-        tokio::spawn(async move { envd3.stream(&a3, "process.Process/Start", cat, &[]).await });
+    let waiter = envd.start_bg(&a, cat);
     let sel = json!({"tag": "cat1"});
-    let mut sent = false;
-    for _ in 0..100 {
-        let (st, _) = envd
-            .unary(
-                &a,
-                Some(&tokens.for_sandbox(&a)),
-                "process.Process/SendInput",
-                json!({"process": sel, "input": {"stdin": b64("one\n")}}),
-            )
-            .await;
-        if st == 200 {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(sent, "SendInput never reached cat");
+    let (st, v) = envd
+        .once_listed(
+            &a,
+            "process.Process/SendInput",
+            json!({"process": sel, "input": {"stdin": b64("one\n")}}),
+        )
+        .await;
+    assert_eq!(st, 200, "SendInput to cat: {v}");
     // StreamInput: start, two data messages, end-of-stream; one request.
     let mut body = Vec::new();
     for m in [
@@ -544,39 +529,23 @@ async fn envd_process_service_and_its_gate() {
         assert_eq!(s.end.as_ref().unwrap()["code"], code, "{body}: {:?}", s.end);
     }
     // On a terminal: the size it was given, then the one Update sets; output as `pty`
-    // data; input to the terminal; the terminal is the controlling one (job control).
+    // data; input to the terminal, which is the process's stdin.
     let mut req = json!({
         "process": {"cmd": "/bin/bash", "args": ["-i"], "envs": {"PS1": "$ "}},
         "pty": {"size": {"cols": 100, "rows": 30}},
         "tag": "term",
     });
     req["stdin"] = json!(false);
-    let envd5 = Envd {
-        base: base.clone(),
-        tokens: tokens.clone(),
-        http: reqwest::Client::new(),
-    };
-    let a5 = a.clone();
-    let waiter =
-        tokio::spawn(async move { envd5.stream(&a5, "process.Process/Start", req, &[]).await });
+    let waiter = envd.start_bg(&a, req);
     let term = json!({"tag": "term"});
-    let mut typed = false;
-    for _ in 0..100 {
-        let (st, _) = envd
-            .unary(
-                &a,
-                Some(&token_a),
-                "process.Process/SendInput",
-                json!({"process": term, "input": {"pty": b64("stty size; [ -t 0 ] && echo on-a-tty\n")}}),
-            )
-            .await;
-        if st == 200 {
-            typed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(typed, "the terminal's process was never listed");
+    let (st, v) = envd
+        .once_listed(
+            &a,
+            "process.Process/SendInput",
+            json!({"process": term, "input": {"pty": b64("stty size; [ -t 0 ] && echo on-a-tty\n")}}),
+        )
+        .await;
+    assert_eq!(st, 200, "typing into the terminal: {v}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     envd.ok(
         &a,
@@ -607,31 +576,14 @@ async fn envd_process_service_and_its_gate() {
     // Update of a process without a terminal.
     let mut req = bash("sleep 3");
     req["tag"] = json!("noterm");
-    let envd6 = Envd {
-        base: base.clone(),
-        tokens: tokens.clone(),
-        http: reqwest::Client::new(),
-    };
-    let a6 = a.clone();
-    let waiter =
-        tokio::spawn(async move { envd6.stream(&a6, "process.Process/Start", req, &[]).await });
-    let mut refused = None;
-    for _ in 0..100 {
-        let (st, v) = envd
-            .unary(
-                &a,
-                Some(&token_a),
-                "process.Process/Update",
-                json!({"process": {"tag": "noterm"}, "pty": {"size": {"cols": 80, "rows": 24}}}),
-            )
-            .await;
-        if st != 404 {
-            refused = Some((st, v));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (st, v) = refused.expect("the process was listed");
+    let waiter = envd.start_bg(&a, req);
+    let (st, v) = envd
+        .once_listed(
+            &a,
+            "process.Process/Update",
+            json!({"process": {"tag": "noterm"}, "pty": {"size": {"cols": 80, "rows": 24}}}),
+        )
+        .await;
     assert_eq!(
         (st, v["code"].as_str()),
         (400, Some("failed_precondition")),
@@ -648,31 +600,14 @@ async fn envd_process_service_and_its_gate() {
     // A stdin-less process refuses input.
     let mut req = bash("sleep 3");
     req["tag"] = json!("nostdin");
-    let envd4 = Envd {
-        base: base.clone(),
-        tokens: tokens.clone(),
-        http: reqwest::Client::new(),
-    };
-    let a4 = a.clone();
-    let waiter =
-        tokio::spawn(async move { envd4.stream(&a4, "process.Process/Start", req, &[]).await });
-    let mut refused = None;
-    for _ in 0..100 {
-        let (st, v) = envd
-            .unary(
-                &a,
-                Some(&token_a),
-                "process.Process/SendInput",
-                json!({"process": {"tag": "nostdin"}, "input": {"stdin": "aA=="}}),
-            )
-            .await;
-        if st != 404 {
-            refused = Some((st, v));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (st, v) = refused.expect("the process was listed");
+    let waiter = envd.start_bg(&a, req);
+    let (st, v) = envd
+        .once_listed(
+            &a,
+            "process.Process/SendInput",
+            json!({"process": {"tag": "nostdin"}, "input": {"stdin": "aA=="}}),
+        )
+        .await;
     assert_eq!(
         (st, v["code"].as_str()),
         (400, Some("failed_precondition")),
