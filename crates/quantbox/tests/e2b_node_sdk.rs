@@ -13,14 +13,13 @@
 
 mod common;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
 use common::{Served, fnv1a, skip, wait_with_deadline};
@@ -109,17 +108,8 @@ fn ensure_node_modules(root: &Path) -> Result<PathBuf, NodeError> {
         return Err(anyhow!("tests/node/package.json must pin e2b exactly, not {want:?}").into());
     }
 
+    let _lock = common::target_lock(root, NODE_DIR)?;
     let target = root.join("target");
-    fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-    let lock_path = target.join(format!("{NODE_DIR}.lock"));
-    let lock_file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))?;
 
     let node = tool_version("node")?;
     let npm = tool_version("npm")?;

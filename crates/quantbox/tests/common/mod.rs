@@ -563,24 +563,29 @@ fn run_quiet(cmd: &mut Command) -> anyhow::Result<Output> {
 }
 
 /// Makes sure `target/{venv}` holds exactly the pinned requirements; returns its python.
-fn ensure_venv(root: &Path, venv: &str, requirements: &str) -> Result<PathBuf, VenvError> {
-    let requirements = root.join(requirements);
-    let reqs = fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
+/// The file lock `target/{name}.lock`, held while `target/{name}` is checked or built, so
+/// that concurrent test runs do not build it twice.
+pub fn target_lock(root: &Path, name: &str) -> anyhow::Result<Flock<fs::File>> {
     let target = root.join("target");
     fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-    let lock_path = target.join(format!("{venv}.lock"));
-    let venv = target.join(venv);
-    let python = venv.join("bin/python");
-
+    let lock_path = target.join(format!("{name}.lock"));
     let lock_file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))?;
+    Flock::lock(lock_file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("locking {}: {e}", lock_path.display()))
+}
+
+fn ensure_venv(root: &Path, venv: &str, requirements: &str) -> Result<PathBuf, VenvError> {
+    let requirements = root.join(requirements);
+    let reqs = fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let _lock = target_lock(root, venv)?;
+    let venv = root.join("target").join(venv);
+    let python = venv.join("bin/python");
 
     let version = match run_quiet(Command::new("python3").arg("--version")) {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
