@@ -63,13 +63,7 @@ impl Envd2 {
         if let Some(a) = auth {
             r = r.header("Authorization", a);
         }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        status_json(r).await
     }
 
     /// `GET /files` with the token; (status, headers, body).
@@ -105,13 +99,7 @@ impl Envd2 {
         } else {
             data
         };
-        let resp = r.body(body).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        status_json(r.body(body)).await
     }
 
     /// `POST /files` as multipart/form-data with `(field, filename, data)` parts.
@@ -133,22 +121,15 @@ impl Envd2 {
             body.extend_from_slice(b"\r\n");
         }
         write!(body, "--{boundary}--\r\n").unwrap();
-        let resp = self
-            .req(reqwest::Method::POST, &files_url(query), id, true)
-            .header(
-                "Content-Type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        status_json(
+            self.req(reqwest::Method::POST, &files_url(query), id, true)
+                .header(
+                    "Content-Type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(body),
         )
+        .await
     }
 
     /// Starts a `WatchDir` stream; returns the open response.
@@ -173,6 +154,17 @@ impl Envd2 {
 }
 
 /// `/files?` with the query, percent-encoded.
+/// Sends a request: (HTTP status, the body as JSON, or as a string when it is not JSON).
+async fn status_json(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
 fn files_url<K: AsRef<str>, V: AsRef<str>>(query: &[(K, V)]) -> String {
     let enc = |s: &str| -> String {
         s.bytes()
